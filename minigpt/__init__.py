@@ -1,0 +1,2 @@
+"""minigpt: small GPT-like language models, built from fundamentals and trained with
+Lightning and Hydra."""

@@ -1,0 +1,346 @@
+"""A decoder-only transformer language model (GPT), in reading order.
+
+Positional encoding -> attention -> feed-forward -> block -> config -> GPT.
+Torch only: no Lightning, no Hydra. Shapes: B batch, T time, C channels (n_embd),
+nh heads, hs head size (C // nh), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
+
+
+# ---------------------------------------------------------------------------- positions
+
+
+def sinusoidal_table(block_size: int, n_embd: int) -> torch.Tensor:
+    """The fixed encoding of "Attention Is All You Need":
+    PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C))."""
+    position = torch.arange(block_size, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, n_embd, 2, dtype=torch.float64) / n_embd)  # (C/2,)
+    table = torch.zeros(block_size, n_embd, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table.float()
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sinusoidal table to the token embeddings (no parameters). As in the
+    paper, the embeddings are first multiplied by sqrt(C): the table's entries are of size
+    ~1 and would otherwise drown embeddings initialized at std 0.02."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.scale = math.sqrt(config.n_embd)
+        self.register_buffer(
+            "table", sinusoidal_table(config.block_size, config.n_embd), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        return x * self.scale + self.table[: x.size(1)]
+
+
+class LearnedPositions(nn.Module):
+    """Adds a learned embedding per position (GPT-2)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        positions = torch.arange(x.size(1), device=x.device)
+        return x + self.wpe(positions)
+
+
+class NoPositions(nn.Module):
+    """Nothing added to the embeddings: rotary encodes position inside attention."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer): rotates pairs of query/key channels by an angle
+    proportional to the position, so that q·k depends on the relative position only.
+    Channel i is paired with channel i + hs/2 (the GPT-NeoX/LLaMA layout)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hs = config.head_size
+        inv_freq = config.rope_base ** (-torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+        angles = torch.outer(torch.arange(config.block_size, dtype=torch.float64), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i and i + hs/2 share one
+        self.register_buffer("cos", angles.cos().float(), persistent=False)  # (T, hs)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)  # (T, hs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, nh, T, hs) -> same
+        T = x.size(-2)
+        x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+        rotated_half = torch.cat((-x2, x1), dim=-1)  # (B, nh, T, hs)
+        return x * self.cos[:T].to(x.dtype) + rotated_half * self.sin[:T].to(x.dtype)
+
+
+POSITIONAL_ENCODINGS = {
+    "sinusoidal": SinusoidalPositions,
+    "learned": LearnedPositions,
+    "rope": NoPositions,
+}
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+class CausalSelfAttention(nn.Module):
+    """Masked multi-head self-attention: position t attends to positions <= t."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.explicit = config.attention == "explicit"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = Rotary(config) if config.pos_encoding == "rope" else None
+        if self.explicit:
+            mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+            self.register_buffer("causal_mask", mask, persistent=False)  # (T, T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        if self.explicit:
+            # softmax(Q K^T / sqrt(hs) + mask) V, written out
+            scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+            scores = scores.masked_fill(~self.causal_mask[:T, :T], float("-inf"))
+            weights = self.attn_dropout(F.softmax(scores, dim=-1))  # (B, nh, T, T)
+            y = weights @ v  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate heads: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+# ---------------------------------------------------------------------------- feed-forward
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: Linear(C, 4C) -> activation -> Linear(4C, C)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = config.mlp_ratio * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.act = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward (Shazeer 2020): (SiLU(x W) * x V) W2. The hidden width is 2/3 of
+    the MLP's so that the three matrices hold about as many parameters as the MLP's two."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = int(2 * config.mlp_ratio * config.n_embd / 3)
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # gate and value
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.c_fc(x).chunk(2, dim=-1)  # (B, T, hidden) each
+        return self.dropout(self.c_proj(F.silu(gate) * value))
+
+
+FEED_FORWARDS = {"relu": MLP, "gelu": MLP, "swiglu": SwiGLU}
+
+
+NORMS = {
+    "layernorm": lambda config: nn.LayerNorm(config.n_embd, bias=config.bias),
+    "rmsnorm": lambda config: nn.RMSNorm(config.n_embd, eps=1e-5),
+}
+
+
+# ---------------------------------------------------------------------------- block
+
+
+class Block(nn.Module):
+    """One decoder block: attention and feed-forward, each inside a residual connection.
+
+    pre-norm (GPT-2):        x = x + attn(norm(x));  x = x + ffn(norm(x))
+    post-norm (Add & Norm):  x = norm(x + attn(x));  x = norm(x + ffn(x))
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
+        self.ln_1 = NORMS[config.norm](config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = NORMS[config.norm](config)
+        self.mlp = FEED_FORWARDS[config.activation](config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if self.pre_norm:
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass
+class GPTConfig:
+    """Everything that defines the network. Option names are strings, so the config is
+    plain data (it is stored in checkpoints as a dict)."""
+
+    vocab_size: int = 65
+    block_size: int = 128  # longest context, in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    mlp_ratio: int = 4  # feed-forward hidden width = mlp_ratio * n_embd
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm
+    pos_encoding: str = "sinusoidal"  # sinusoidal | learned | rope
+    rope_base: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_placement: str = "pre"  # pre | post
+    activation: str = "gelu"  # relu | gelu | swiglu
+    attention: str = "sdpa"  # sdpa (fused kernel) | explicit (written-out softmax)
+    tie_weights: bool = True  # LM head shares the token embedding matrix
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                "choose n_embd as a multiple of n_head"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        choices = {
+            "pos_encoding": tuple(POSITIONAL_ENCODINGS),
+            "norm": tuple(NORMS),
+            "norm_placement": ("pre", "post"),
+            "activation": tuple(FEED_FORWARDS),
+            "attention": ("sdpa", "explicit"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        if self.pos_encoding in ("sinusoidal", "rope") and self.dims_for_pairs % 2:
+            raise ValueError(
+                f"pos_encoding={self.pos_encoding!r} needs an even "
+                f"{'n_embd' if self.pos_encoding == 'sinusoidal' else 'head size'}, "
+                f"got {self.dims_for_pairs}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def dims_for_pairs(self) -> int:
+        return self.n_embd if self.pos_encoding == "sinusoidal" else self.head_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class GPT(nn.Module):
+    """Token embedding + positions -> N blocks -> final norm -> LM head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.positions = POSITIONAL_ENCODINGS[config.pos_encoding](config)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        # post-norm blocks already end in a norm; pre-norm ones need one before the head
+        self.ln_f = NORMS[config.norm](config) if config.norm_placement == "pre" else nn.Identity()
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 N),
+        # so the variance of the residual stream does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        """Parameters counted once (the tied head is the embedding)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy over the
+        targets (B, T) that are not IGNORE_INDEX when targets are given."""
+        T = idx.size(1)
+        if T > self.config.block_size:  # noqa: SIM300
+            raise ValueError(
+                f"sequence length {T} exceeds block_size={self.config.block_size}: "
+                "crop the input to the last block_size tokens"
+            )
+        x = self.drop(self.positions(self.wte(idx)))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+        )
+        return logits, loss
+
+    def param_groups(self) -> list[dict]:
+        """AdamW groups: weight decay on matrices (embeddings, linear weights) only, none on
+        biases and norm gains. The decayed group takes the optimizer's weight_decay."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        return [
+            {"params": decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        ]

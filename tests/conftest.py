@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One token cache for the whole session: the corpus is tokenized once."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
+@pytest.fixture
+def compose_train(tmp_path, cache_dir):
+    """Composes conf/train.yaml as train.py would, writing into tmp_path."""
+
+    def _compose(*overrides: str, output_dir: Path | None = None):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(
+                "train",
+                overrides=[
+                    f"paths.output_dir={output_dir or tmp_path}",
+                    f"paths.cache_dir={cache_dir}",
+                    *overrides,
+                ],
+            )
+
+    return _compose

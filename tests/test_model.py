@@ -1,0 +1,168 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigpt.model import GPT, IGNORE_INDEX, GPTConfig, sinusoidal_table
+
+POSITIONAL = ["sinusoidal", "learned", "rope"]
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    base = dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=8, dropout=0.0)
+    return GPTConfig(**(base | overrides))
+
+
+def random_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(**overrides)).eval()
+    # non-trivial values everywhere (init puts zeros in biases and ones in norm gains)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_embd=10, n_head=3), "n_embd=10 is not divisible by n_head=3"),
+        (dict(n_layer=0), "n_layer=0 must be a positive integer"),
+        (dict(block_size=-1), "block_size=-1"),
+        (dict(dropout=1.0), "dropout=1.0"),
+        (dict(dropout=-0.1), "dropout=-0.1"),
+        (dict(pos_encoding="alibi"), "pos_encoding='alibi' is not one of"),
+        (dict(norm="batchnorm"), "norm='batchnorm'"),
+        (dict(activation="tanh"), "activation='tanh'"),
+        (dict(norm_placement="middle"), "norm_placement='middle'"),
+        (dict(attention="flash"), "attention='flash'"),
+        (dict(pos_encoding="rope", n_embd=6, n_head=2), "head size"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+@pytest.mark.parametrize("pos_encoding", POSITIONAL)
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+@pytest.mark.parametrize("norm_placement", ["pre", "post"])
+def test_changing_a_future_token_leaves_past_logits_unchanged(
+    pos_encoding, attention, norm_placement
+):
+    model = random_model(
+        pos_encoding=pos_encoding, attention=attention, norm_placement=norm_placement
+    )
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(1))
+    t = 7
+    changed = idx.clone()
+    changed[:, t + 1] = (changed[:, t + 1] + 1) % 11
+    with torch.no_grad():
+        before, _ = model(idx)
+        after, _ = model(changed)
+    torch.testing.assert_close(before[:, : t + 1], after[:, : t + 1], rtol=0, atol=1e-6)
+    # and the change does reach the position it was made at
+    assert not torch.allclose(before[:, t + 1], after[:, t + 1])
+
+
+@pytest.mark.parametrize("pos_encoding", POSITIONAL)
+def test_sdpa_and_explicit_attention_agree(pos_encoding):
+    sdpa = random_model(pos_encoding=pos_encoding, attention="sdpa")
+    explicit = GPT(tiny_config(pos_encoding=pos_encoding, attention="explicit")).eval()
+    explicit.load_state_dict(sdpa.state_dict())
+    idx = torch.randint(0, 11, (3, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(idx)[0], explicit(idx)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_sinusoidal_table_matches_the_formula():
+    table = sinusoidal_table(block_size=50, n_embd=16)
+    for pos in (0, 1, 17, 49):
+        for i in range(8):
+            angle = pos / 10000 ** (2 * i / 16)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_positions_matter_for_every_encoding():
+    """Without positional information a permuted context would give permuted logits."""
+    for pos_encoding in POSITIONAL:
+        model = random_model(pos_encoding=pos_encoding)
+        idx = torch.tensor([[1, 2, 3, 4]])
+        with torch.no_grad():
+            a = model(idx)[0][0, -1]
+            b = model(torch.tensor([[3, 2, 1, 4]]))[0][0, -1]
+        assert not torch.allclose(a, b, atol=1e-4), pos_encoding
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    from minigpt.model import Rotary
+
+    rotary = Rotary(tiny_config(pos_encoding="rope", block_size=32))
+    q, k = torch.randn(4), torch.randn(4)
+    qs = rotary(q.expand(1, 1, 32, 4).clone())[0, 0]  # the same q at every position
+    ks = rotary(k.expand(1, 1, 32, 4).clone())[0, 0]
+    assert (qs[10] @ ks[7]).item() == pytest.approx((qs[25] @ ks[22]).item(), rel=1e-5)
+
+
+def test_loss_is_cross_entropy_and_ignores_padding():
+    model = random_model()
+    idx = torch.randint(0, 11, (2, 10))
+    targets = torch.randint(0, 11, (2, 10))
+    targets[1, 6:] = IGNORE_INDEX
+    logits, loss = model(idx, targets)
+    keep = targets != IGNORE_INDEX
+    expected = F.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(loss, expected)
+
+
+def test_weights_are_tied_and_counted_once():
+    model = GPT(tiny_config(tie_weights=True))
+    assert model.lm_head.weight is model.wte.weight
+    untied = GPT(tiny_config(tie_weights=False))
+    assert untied.num_parameters() == model.num_parameters() + 11 * 8
+
+
+def test_bias_option_removes_all_biases():
+    model = GPT(tiny_config(bias=False))
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]
+
+
+def test_residual_projections_get_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_layer=8, n_head=4, n_embd=256))
+    std_proj = model.blocks[0].attn.c_proj.weight.std().item()
+    std_fc = model.blocks[0].mlp.c_fc.weight.std().item()
+    assert std_fc == pytest.approx(0.02, rel=0.05)
+    assert std_proj == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "swiglu"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_every_option_trains(activation, norm):
+    torch.manual_seed(0)
+    model = GPT(tiny_config(activation=activation, norm=norm, n_embd=16))
+    optimizer = torch.optim.AdamW(model.param_groups(), lr=1e-2)
+    idx = torch.randint(0, 11, (4, 16))
+    losses = []
+    for _ in range(60):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_param_groups_decay_matrices_only():
+    model = GPT(tiny_config())
+    decay, no_decay = model.param_groups()
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_input_longer_than_block_size_is_rejected():
+    with pytest.raises(ValueError, match="exceeds block_size=16"):
+        GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))

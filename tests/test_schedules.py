@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from minigpt.schedules import constant, warmup_cosine
+
+
+def nanogpt_lr(it, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4):
+    """nanoGPT's get_lr, written out independently."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def lrs(scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_warmup_cosine_matches_nanogpt_every_step():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    got = lrs(warmup_cosine(opt, warmup_steps=100, decay_steps=2000, min_lr=1e-4), 2200)
+    for step in range(2200):
+        assert got[step] == pytest.approx(nanogpt_lr(step), rel=1e-9), step
+
+
+def test_every_group_decays_from_its_own_lr():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 2e-3}], lr=1e-3)
+    sched = warmup_cosine(opt, warmup_steps=0, decay_steps=10, min_lr=1e-4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 2e-3])
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-4])
+
+
+def test_constant_with_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    assert lrs(constant(opt, warmup_steps=3), 6) == pytest.approx(
+        [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(warmup_steps=100, decay_steps=50, min_lr=0.0), "warmup_steps=100, decay_steps=50"),
+        (dict(warmup_steps=0, decay_steps=50, min_lr=1.0), "min_lr=1.0"),
+    ],
+)
+def test_bad_schedules_are_rejected(kwargs, message):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with pytest.raises(ValueError, match=message):
+        warmup_cosine(opt, **kwargs)

@@ -1,0 +1,183 @@
+"""Training through the composed Hydra config, in-process and as the command line runs it."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+import train as train_script
+from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
+
+
+def read_csv_metrics(output_dir):
+    with open(output_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, name):
+    return [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+
+
+def test_fast_dev_run_of_the_default_config(compose_train, tmp_path):
+    cfg = compose_train("debug=fast")
+    assert cfg.data.corpus == "shakespeare" and cfg.trainer.precision == "32-true"
+    train_script.train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 1
+    assert metrics["best_checkpoint"] is None  # fast_dev_run writes no checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    """One tiny run with the CSV logger, shared by the tests that inspect its outputs."""
+    from hydra import compose, initialize_config_dir
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=tiny",
+                "logger=csv",
+                f"paths.output_dir={out}",
+                f"paths.cache_dir={cache_dir}",
+            ],
+        )
+    result = train_script.train(cfg)
+    return out, result
+
+
+def test_run_writes_metrics_checkpoints_and_logs(tiny_run):
+    out, result = tiny_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 20
+    assert metrics["tokens_seen"] == 20 * 8 * 32
+    assert [step for step, _ in metrics["val_curve"]] == [10, 20]
+    assert result == metrics["best_val_loss"] == min(v for _, v in metrics["val_curve"])
+    assert metrics["final_val_loss"] == metrics["val_curve"][-1][1]
+    assert metrics["best_checkpoint"].endswith("checkpoints/best.ckpt")
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    rows = read_csv_metrics(out)
+    assert len(column(rows, "train/loss")) == 20
+    lrs = [v for _, v in column(rows, "lr/decay")]
+    assert lrs[0] < lrs[2] and lrs[-1] < lrs[2]  # warm-up, then decay
+    for (_, loss), (_, ppl) in zip(column(rows, "val/loss"), column(rows, "val/ppl"), strict=True):
+        assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
+
+
+def test_checkpoint_is_plain_data_and_carries_the_tokenizer(tiny_run):
+    out, _ = tiny_run
+    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["tokenizer"]["kind"] == "char"
+    assert hparams["model"]["vocab_size"] == len(hparams["tokenizer"]["chars"])
+    model, tokenizer = load_checkpoint(out / "checkpoints" / "best.ckpt")
+    assert tokenizer.decode(tokenizer.encode("Rom.\n")) == "Rom.\n"
+    assert latest_best_checkpoint(out) == out / "checkpoints" / "best.ckpt"
+
+
+def test_same_seed_same_loss_curve(compose_train, tmp_path):
+    def curve(name, seed):
+        out = tmp_path / name
+        cfg = compose_train("experiment=tiny", "logger=csv", f"seed={seed}", output_dir=out)
+        train_script.train(cfg)
+        return column(read_csv_metrics(out), "train/loss")
+
+    first, second, other = curve("a", 7), curve("b", 7), curve("c", 8)
+    assert first == second
+    assert first != other
+
+
+def test_overfit_one_batch_reaches_near_zero_loss(compose_train):
+    cfg = compose_train("debug=overfit_batch", "model=tiny", "data.batch_size=4")
+    final_train_loss = train_script.train(cfg)
+    assert final_train_loss < 0.1
+
+
+def test_bad_config_is_a_clear_error(compose_train):
+    cfg = compose_train("experiment=tiny", "model.n_head=3")
+    with pytest.raises(ValueError, match="n_embd=32 is not divisible by n_head=3"):
+        train_script.train(cfg)
+
+
+def run(script, *args, cwd):
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):
+    trained = run(
+        "train.py",
+        "experiment=tiny",
+        f"paths.cache_dir={cache_dir}",
+        "sample.num_samples=0",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "done: 20 steps" in trained.stdout
+    metrics_files = list((tmp_path / "outputs").glob("*/*/metrics.json"))
+    assert len(metrics_files) == 1  # outputs/<date>/<time>/metrics.json
+
+    greedy = ["prompt=Rom.", "max_new_tokens=40", "greedy=true"]
+    first = run("sample.py", *greedy, cwd=tmp_path)  # newest run's best checkpoint
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.startswith("Rom.") and len(first.stdout) >= 44
+    again = run("sample.py", *greedy, cwd=tmp_path)
+    assert again.stdout == first.stdout
+
+    two = run("sample.py", "num_samples=2", "top_k=5", "top_p=0.9", "seed=3", cwd=tmp_path)
+    assert two.returncode == 0 and two.stdout.count("--- sample") == 2
+
+    for args, message in [
+        (["top_p=1.5"], "top_p=1.5 must be in (0, 1]"),
+        (["temperature=-1"], "temperature=-1.0 must be >= 0"),
+        (["max_new_tokens=0"], "max_new_tokens=0 must be a positive integer"),
+        (["prompt='Rom€o'"], "outside the vocabulary: '€'"),
+        (["ckpt_path=nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
+        (["runs_dir=empty"], "no finished run with a checkpoint under empty/"),
+    ]:
+        bad = run("sample.py", *args, cwd=tmp_path)
+        assert bad.returncode == 2, (args, bad.stderr[-2000:])
+        assert message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bad_data_path_exits_with_a_clear_error(tmp_path, cache_dir):
+    result = run(
+        "train.py",
+        "experiment=tiny",
+        "data=text_files",
+        "data.paths=[missing.txt]",
+        f"paths.cache_dir={cache_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "error: data file missing.txt does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
+    result = run(
+        "train.py", "-m", "experiment=tiny", "seed=1,2", "trainer.max_steps=10",
+        f"paths.cache_dir={cache_dir}", "sample.num_samples=0", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "outputs").glob("*/*/*/metrics.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1"]  # outputs/<date>/<time>/<job>/
+    assert jobs[0].parent.parent == jobs[1].parent.parent
+    for job in jobs:
+        assert (job.parent / "checkpoints" / "best.ckpt").is_file()
+        assert json.loads(job.read_text())["steps"] == 10

@@ -1,0 +1,150 @@
+"""Train a GPT: `python train.py [overrides]` (Hydra; see conf/train.yaml and the README).
+
+Writes checkpoints, logs and metrics.json under the run's output directory, prints a sample
+from the best checkpoint and returns the optimized metric (for sweepers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.callbacks import StepTimer
+from minigpt.checkpoint import load_checkpoint
+from minigpt.cli import exit_on_user_error
+from minigpt.lightning_module import GPTLightningModule
+from minigpt.precision import auto_precision
+from minigpt.sampling import generate
+from minigpt.tokenizers import tokenizer_from_dict
+
+OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+# single-process data loading is the right choice for in-memory token windows on few cores
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
+    """Data module, LightningModule and Trainer from a composed config."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    model_config = plain(cfg.model) | {"vocab_size": datamodule.vocab_size}
+    module = GPTLightningModule(
+        model=model_config,
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler),
+        tokenizer=datamodule.tokenizer.to_dict(),
+        compile=cfg.compile,
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig, wall_s: float):
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
+    history = module.val_history
+    best = min(history, key=lambda h: h[1]) if history else None
+    world = trainer.world_size * trainer.accumulate_grad_batches
+    return {
+        "best_val_loss": best[1] if best else None,
+        "best_val_step": best[0] if best else None,
+        "final_val_loss": history[-1][1] if history else None,
+        "final_val_step": history[-1][0] if history else None,
+        "val_curve": history,
+        "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        "steps": trainer.global_step,
+        "tokens_seen": trainer.global_step * world * cfg.data.batch_size * cfg.model.block_size,
+        "wall_time_s": round(wall_s, 2),
+        "median_step_ms": timer.median_ms if timer else None,
+        "parameters": module.model.num_parameters(),
+        "best_checkpoint": best_path or None,
+        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
+    }
+
+
+def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: str | None):
+    sample = cfg.sample
+    if sample.num_samples <= 0:
+        return
+    if best_checkpoint:
+        model, tokenizer = load_checkpoint(best_checkpoint)
+    else:
+        model = module.model.cpu().eval()
+        tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    prompt = torch.tensor([tokenizer.encode(sample.prompt)] * sample.num_samples)
+    out = generate(
+        model,
+        prompt,
+        sample.max_new_tokens,
+        sample.temperature,
+        sample.top_k,
+        sample.top_p,
+        generator=generator,
+    )
+    for row in out.tolist():
+        print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
+        print(tokenizer.decode(row))
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fits the model described by cfg; returns cfg.optimized_metric."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    metrics = run_metrics(trainer, module, cfg, time.perf_counter() - start)
+    if not trainer.is_global_zero:
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(output_dir / "metrics.json", metrics)
+    step_ms = metrics["median_step_ms"]
+    print(
+        f"done: {metrics['steps']} steps, {metrics['tokens_seen']:,} tokens, "
+        f"{metrics['wall_time_s']:.0f} s"
+        + (f", {step_ms:.1f} ms/step" if step_ms else "")
+        + (f" | best val/loss {metrics['best_val_loss']:.4f}" if metrics["best_val_loss"] else "")
+        + (
+            f" | final val/loss {metrics['final_val_loss']:.4f}"
+            if metrics["final_val_loss"]
+            else ""
+        )
+        + f" | {output_dir / 'metrics.json'}"
+    )
+    print_samples(cfg, module, metrics["best_checkpoint"])
+    if cfg.optimized_metric == "val/loss":
+        return metrics["best_val_loss"]
+    value = trainer.callback_metrics.get(cfg.optimized_metric)
+    return float(value) if value is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
