@@ -7,6 +7,7 @@ from the best checkpoint and returns the optimized metric (for sweepers).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -16,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.callbacks import StepTimer
@@ -26,6 +28,7 @@ from minigpt.precision import auto_precision
 from minigpt.sampling import generate
 from minigpt.tokenizers import tokenizer_from_dict
 
+log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 # single-process data loading is the right choice for in-memory token windows on few cores
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -47,8 +50,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L
         tokenizer=datamodule.tokenizer.to_dict(),
         compile=cfg.compile,
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
@@ -81,6 +86,18 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
         "best_checkpoint": best_path or None,
         "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
     }
+
+
+def summary_line(metrics: dict, metrics_path: Path) -> str:
+    parts = [f"done: {metrics['steps']} steps, {metrics['tokens_seen']:,} tokens"]
+    parts.append(f"{metrics['wall_time_s']:.0f} s")
+    if metrics["median_step_ms"]:
+        parts.append(f"{metrics['median_step_ms']:.1f} ms/step")
+    line = ", ".join(parts)
+    if metrics["best_val_loss"] is not None:
+        line += f" | best val/loss {metrics['best_val_loss']:.4f} (step {metrics['best_val_step']})"
+        line += f" | final val/loss {metrics['final_val_loss']:.4f}"
+    return f"{line} | {metrics_path}"
 
 
 def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: str | None):
@@ -120,19 +137,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomically(output_dir / "metrics.json", metrics)
-    step_ms = metrics["median_step_ms"]
-    print(
-        f"done: {metrics['steps']} steps, {metrics['tokens_seen']:,} tokens, "
-        f"{metrics['wall_time_s']:.0f} s"
-        + (f", {step_ms:.1f} ms/step" if step_ms else "")
-        + (f" | best val/loss {metrics['best_val_loss']:.4f}" if metrics["best_val_loss"] else "")
-        + (
-            f" | final val/loss {metrics['final_val_loss']:.4f}"
-            if metrics["final_val_loss"]
-            else ""
-        )
-        + f" | {output_dir / 'metrics.json'}"
-    )
+    log.info(summary_line(metrics, output_dir / "metrics.json"))
     print_samples(cfg, module, metrics["best_checkpoint"])
     if cfg.optimized_metric == "val/loss":
         return metrics["best_val_loss"]

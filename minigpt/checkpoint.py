@@ -23,7 +23,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTok
         raise ValueError(f"{path} was not written by minigpt's train.py (no model/tokenizer)")
     model = GPT(GPTConfig(**hparams["model"]))
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("val_")})
+    model.load_state_dict(state)
     return model.to(device).eval(), tokenizer_from_dict(hparams["tokenizer"])
 
 

@@ -24,8 +24,9 @@ def column(rows, name):
     return [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
 
 
-def test_fast_dev_run_of_the_default_config(compose_train, tmp_path):
-    cfg = compose_train("debug=fast")
+@pytest.mark.parametrize("logger", ["tensorboard", "csv", "none"])
+def test_fast_dev_run_of_the_default_config(compose_train, tmp_path, logger):
+    cfg = compose_train("debug=fast", f"logger={logger}")
     assert cfg.data.corpus == "shakespeare" and cfg.trainer.precision == "32-true"
     train_script.train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
