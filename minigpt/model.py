@@ -142,6 +142,9 @@ class CausalSelfAttention(nn.Module):
 # ---------------------------------------------------------------------------- feed-forward
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward: Linear(C, 4C) -> activation -> Linear(4C, C)."""
 
@@ -149,7 +152,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = config.mlp_ratio * config.n_embd
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
-        self.act = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.act = ACTIVATIONS[config.activation]()
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
