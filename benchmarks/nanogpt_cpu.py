@@ -59,10 +59,18 @@ def nanogpt_model(checkpoint_path: Path) -> tuple[GPT, int]:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     args = checkpoint["model_args"]
     config = GPTConfig(
-        vocab_size=args["vocab_size"], block_size=args["block_size"], n_layer=args["n_layer"],
-        n_head=args["n_head"], n_embd=args["n_embd"], bias=args["bias"], dropout=0.0,
-        pos_encoding="learned", activation="gelu", norm="layernorm", tie_weights=True,
-    )  # fmt: skip
+        vocab_size=args["vocab_size"],
+        block_size=args["block_size"],
+        n_layer=args["n_layer"],
+        n_head=args["n_head"],
+        n_embd=args["n_embd"],
+        bias=args["bias"],
+        dropout=0.0,
+        pos_encoding="learned",
+        activation="gelu",
+        norm="layernorm",
+        tie_weights=True,
+    )
     renames = {
         "transformer.wpe.": "positions.wpe.",
         "transformer.h.": "blocks.",
@@ -112,12 +120,22 @@ def run_nanogpt(nanogpt: Path, data: Path, steps: int, work: Path, seed: int = 1
     data_dir.mkdir(parents=True, exist_ok=True)
     prepare_nanogpt_data(data.read_text(encoding="utf-8"), data_dir)
     args = [
-        "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-        "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12",
-        "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={steps}",
-        f"--lr_decay_iters={steps}", "--dropout=0.0", f"--eval_interval={min(500, steps)}",
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=20",
+        "--log_interval=1",
+        "--block_size=64",
+        "--batch_size=12",
+        "--n_layer=4",
+        "--n_head=4",
+        "--n_embd=128",
+        f"--max_iters={steps}",
+        f"--lr_decay_iters={steps}",
+        "--dropout=0.0",
+        f"--eval_interval={min(500, steps)}",
         f"--out_dir={work / 'out'}",
-    ]  # fmt: skip
+    ]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "train.py", *args], cwd=work, capture_output=True, text=True
@@ -145,11 +163,16 @@ def run_minigpt(data: Path, steps: int, work: Path, seed: int = 1337) -> dict:
     out = work / "run"
     args = [
         f"seed={seed}",
-        "experiment=nanogpt_cpu", f"data.paths=[{data}]", f"hydra.run.dir={out}",
-        f"paths.cache_dir={work / 'cache'}", f"trainer.max_steps={steps}",
-        f"scheduler.decay_steps={steps}", "trainer.enable_progress_bar=false",
-        "sample.num_samples=0", f"trainer.val_check_interval={min(500, steps)}",
-    ]  # fmt: skip
+        "experiment=nanogpt_cpu",
+        f"data.paths=[{data}]",
+        f"hydra.run.dir={out}",
+        f"paths.cache_dir={work / 'cache'}",
+        f"trainer.max_steps={steps}",
+        f"scheduler.decay_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        "sample.num_samples=0",
+        f"trainer.val_check_interval={min(500, steps)}",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args], cwd=work, capture_output=True, text=True
@@ -180,9 +203,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each; medians reported")
     parser.add_argument(
-        "--seeds", type=int, default=0,
+        "--seeds",
+        type=int,
+        default=0,
         help="also train both with this many other seeds, for the spread of the val loss",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     missing = [f for f in NANOGPT_FILES if not (args.nanogpt / f).is_file()]
     if missing:

@@ -21,14 +21,14 @@ IGNORE_INDEX = -100  # targets with this value (padding) do not count in the los
 
 
 def sinusoidal_table(block_size: int, n_embd: int) -> torch.Tensor:
-    """The fixed encoding of "Attention Is All You Need":
+    """The fixed encoding of "Attention Is All You Need", in float64:
     PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C))."""
     position = torch.arange(block_size, dtype=torch.float64).unsqueeze(1)  # (T, 1)
     inv_freq = 10000.0 ** (-torch.arange(0, n_embd, 2, dtype=torch.float64) / n_embd)  # (C/2,)
     table = torch.zeros(block_size, n_embd, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * inv_freq)
     table[:, 1::2] = torch.cos(position * inv_freq)
-    return table.float()
+    return table
 
 
 class SinusoidalPositions(nn.Module):
@@ -44,7 +44,7 @@ class SinusoidalPositions(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return x * self.scale + self.table[: x.size(1)]
+        return x * self.scale + self.table[: x.size(1)].to(x.dtype)
 
 
 class LearnedPositions(nn.Module):
@@ -332,9 +332,8 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
-        )
+        # (under bf16 autocast, cross_entropy runs in float32 by itself)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def param_groups(self) -> list[dict]:

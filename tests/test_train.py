@@ -172,9 +172,15 @@ def test_bad_data_path_exits_with_a_clear_error(tmp_path, cache_dir):
 
 def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     result = run(
-        "train.py", "-m", "experiment=tiny", "seed=1,2", "trainer.max_steps=10",
-        f"paths.cache_dir={cache_dir}", "sample.num_samples=0", cwd=tmp_path,
-    )  # fmt: skip
+        "train.py",
+        "-m",
+        "experiment=tiny",
+        "seed=1,2",
+        "trainer.max_steps=10",
+        f"paths.cache_dir={cache_dir}",
+        "sample.num_samples=0",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "outputs").glob("*/*/*/metrics.json"))
     assert [p.parent.name for p in jobs] == ["0", "1"]  # outputs/<date>/<time>/<job>/
