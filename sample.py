@@ -2,10 +2,16 @@
 
 Without ckpt_path it uses the best checkpoint of the newest finished run under runs_dir.
 Decoding: temperature, top_k and top_p combine; greedy=true (or temperature=0) takes the
-most likely token every time.
+most likely token every time. One sample streams to the terminal as it is generated;
+several are generated as one batch. Generation stops at max_new_tokens or, for each sample,
+at the first of the `stop` strings (which is not printed). Speed goes to stderr.
 """
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
 
 import hydra
 import torch
@@ -13,38 +19,111 @@ from omegaconf import DictConfig
 
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
 from minigpt.cli import exit_on_user_error
-from minigpt.sampling import check_sampling_args, generate
+from minigpt.sampling import check_sampling_args, generate_tokens
 
 
-def sample(cfg: DictConfig) -> list[str]:
-    """The generated texts (prompt included), one per sample."""
+def read_prompt(cfg: DictConfig) -> str:
+    if cfg.prompt_file:
+        path = Path(cfg.prompt_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt_file={path} does not exist")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"prompt_file={path} is not UTF-8 text") from None
+    return str(cfg.prompt)
+
+
+def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
+    """The prompt's ids; an empty prompt starts after a line break (which is not printed).
+    A prompt longer than the context is kept whole, with a warning: the model sees its end."""
+    ids = tokenizer.encode(prompt or "\n")
+    if len(ids) > block_size:
+        print(
+            f"warning: the prompt has {len(ids)} tokens, more than the model's context "
+            f"(block_size={block_size}): the model sees its last {block_size}",
+            file=sys.stderr,
+        )
+    return ids
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text up to the first stop string, and whether one was found."""
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
+    """Generates cfg.num_samples continuations of the prompt; returns them (prompt
+    included), streaming the text to `out` when there is one sample."""
     temperature = 0.0 if cfg.greedy else float(cfg.temperature)
     check_sampling_args(temperature, cfg.top_k, cfg.top_p)
     if cfg.max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} must be a positive integer")
     if cfg.num_samples <= 0:
         raise ValueError(f"num_samples={cfg.num_samples} must be a positive integer")
-    prompt = str(cfg.prompt)
-    if not prompt:
-        raise ValueError('prompt is empty: give at least one character, e.g. prompt="\\n"')
+    stops = [str(s) for s in (cfg.stop or [])]
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ckpt_path = cfg.ckpt_path or latest_best_checkpoint(cfg.runs_dir)
-    model, tokenizer = load_checkpoint(ckpt_path, device)
-    context = torch.tensor([tokenizer.encode(prompt)] * cfg.num_samples, device=device)
+    model, tokenizer = load_checkpoint(
+        cfg.ckpt_path or latest_best_checkpoint(cfg.runs_dir), device
+    )
+
+    prompt = read_prompt(cfg)
+    ids = encode_prompt(prompt, tokenizer, model.config.block_size)
+    context = torch.tensor([ids] * cfg.num_samples, device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    out = generate(model, context, cfg.max_new_tokens, temperature, cfg.top_k, cfg.top_p, generator)
-    return [tokenizer.decode(row) for row in out.tolist()]
+    stream = cfg.num_samples == 1
+    hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still be forming
+    new_ids = [[] for _ in range(cfg.num_samples)]
+    texts, done, printed = [""] * cfg.num_samples, [False] * cfg.num_samples, 0
+    if stream:
+        out.write(prompt)
+    start = time.perf_counter()
+    steps = generate_tokens(
+        model,
+        context,
+        cfg.max_new_tokens,
+        temperature=temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        generator=generator,
+        use_kv_cache=cfg.use_kv_cache,
+    )
+    count = 0
+    for token in steps:
+        count += 1
+        for i, t in enumerate(token[:, 0].tolist()):
+            if not done[i]:
+                new_ids[i].append(t)
+                texts[i], done[i] = cut_at_stop(tokenizer.decode(new_ids[i]), stops)
+        if stream:
+            ready = len(texts[0]) if done[0] else max(printed, len(texts[0]) - hold)
+            out.write(texts[0][printed:ready])
+            out.flush()
+            printed = ready
+        if all(done):
+            break
+    elapsed = time.perf_counter() - start
+    if stream:
+        out.write(texts[0][printed:] + "\n")
+    print(
+        f"{count * cfg.num_samples} tokens in {elapsed:.2f} s: "
+        f"{count * cfg.num_samples / elapsed:.1f} tokens/s "
+        f"({'KV cache' if cfg.use_kv_cache else 'no cache'}, {device})",
+        file=sys.stderr,
+    )
+    return [prompt + text for text in texts]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    for i, text in enumerate(sample(cfg)):
-        if cfg.num_samples > 1:
-            print(f"--- sample {i + 1} ---")
-        print(text)
+    texts = sample(cfg)
+    if cfg.num_samples > 1:
+        for i, text in enumerate(texts):
+            print(f"--- sample {i + 1} ---\n{text}")
 
 
 if __name__ == "__main__":

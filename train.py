@@ -115,9 +115,9 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
         model,
         prompt,
         sample.max_new_tokens,
-        sample.temperature,
-        sample.top_k,
-        sample.top_p,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
         generator=generator,
     )
     for row in out.tolist():

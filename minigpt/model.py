@@ -43,8 +43,8 @@ class SinusoidalPositions(nn.Module):
             "table", sinusoidal_table(config.block_size, config.n_embd), persistent=False
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return x * self.scale + self.table[: x.size(1)].to(x.dtype)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T, C) -> same
+        return x * self.scale + self.table[start : start + x.size(1)].to(x.dtype)
 
 
 class LearnedPositions(nn.Module):
@@ -54,8 +54,8 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        positions = torch.arange(x.size(1), device=x.device)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T, C) -> same
+        positions = torch.arange(start, start + x.size(1), device=x.device)
         return x + self.wpe(positions)
 
 
@@ -65,7 +65,7 @@ class NoPositions(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         return x
 
 
@@ -83,11 +83,12 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)  # (T, hs)
         self.register_buffer("sin", angles.sin().float(), persistent=False)  # (T, hs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, nh, T, hs) -> same
-        T = x.size(-2)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, nh, T, hs)
+        cos = self.cos[start : start + x.size(-2)].to(x.dtype)  # (T, hs)
+        sin = self.sin[start : start + x.size(-2)].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
         rotated_half = torch.cat((-x2, x1), dim=-1)  # (B, nh, T, hs)
-        return x * self.cos[:T].to(x.dtype) + rotated_half * self.sin[:T].to(x.dtype)
+        return x * cos + rotated_half * sin
 
 
 POSITIONAL_ENCODINGS = {
@@ -98,6 +99,26 @@ POSITIONAL_ENCODINGS = {
 
 
 # ---------------------------------------------------------------------------- attention
+
+
+class KVCache(nn.Module):
+    """The keys and values of one attention layer for the positions seen so far,
+    preallocated for block_size positions. With it, generation feeds the model only the new
+    token: its query attends to the cached keys and values of every earlier position."""
+
+    def __init__(self, batch_size: int, config: GPTConfig, device, dtype):
+        super().__init__()
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Stores k, v (B, nh, T, hs) at positions start..start+T-1; returns the keys and
+        values of positions 0..start+T-1: (B, nh, start+T, hs) each."""
+        end = start + k.size(2)
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -113,28 +134,35 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rotary = Rotary(config) if config.pos_encoding == "rope" else None
-        if self.explicit:
-            mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-            self.register_buffer("causal_mask", mask, persistent=False)  # (T, T)
+        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("causal_mask", mask, persistent=False)  # (T, T): key <= query
+        self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x (B, T, C) holds positions start..start+T-1; start > 0 needs the KV cache."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(start, k, v)  # (B, nh, S, hs), S = start + T
+        mask = self.causal_mask[start : start + T, : k.size(2)]  # (T, S)
         if self.explicit:
             # softmax(Q K^T / sqrt(hs) + mask) V, written out
-            scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
-            scores = scores.masked_fill(~self.causal_mask[:T, :T], float("-inf"))
-            weights = self.attn_dropout(F.softmax(scores, dim=-1))  # (B, nh, T, T)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, S)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = self.attn_dropout(F.softmax(scores, dim=-1))  # (B, nh, T, S)
             y = weights @ v  # (B, nh, T, hs)
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )  # (B, nh, T, hs)
+            dropout = self.dropout if self.training else 0.0
+            if start == 0:  # square causal mask: the fused kernel's own
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            else:  # queries at start.. against keys 0..: an explicit (T, S) mask
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            # y: (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -203,11 +231,11 @@ class Block(nn.Module):
         self.ln_2 = NORMS[config.norm](config)
         self.mlp = FEED_FORWARDS[config.activation](config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T, C) -> same
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x))
+            x = x + self.attn(self.ln_1(x), start)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x))
+        x = self.ln_1(x + self.attn(x, start))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -316,25 +344,41 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy over the
-        targets (B, T) that are not IGNORE_INDEX when targets are given."""
+        targets (B, T) that are not IGNORE_INDEX when targets are given.
+
+        With the KV cache on (`enable_kv_cache`), idx holds positions start..start+T-1 and
+        attends to the cached positions before start as well."""
         T = idx.size(1)
-        if T > self.config.block_size:  # noqa: SIM300
+        if start + T > self.config.block_size:
             raise ValueError(
-                f"sequence length {T} exceeds block_size={self.config.block_size}: "
+                f"positions up to {start + T} exceed block_size={self.config.block_size}: "
                 "crop the input to the last block_size tokens"
             )
-        x = self.drop(self.positions(self.wte(idx)))  # (B, T, C)
+        if start and self.blocks[0].attn.kv_cache is None:
+            raise ValueError(f"start={start} needs the KV cache: call enable_kv_cache first")
+        x = self.drop(self.positions(self.wte(idx), start))  # (B, T, C)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, start)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
         # (under bf16 autocast, cross_entropy runs in float32 by itself)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def enable_kv_cache(self, batch_size: int) -> None:
+        """Gives every attention layer a KV cache for batch_size sequences of up to
+        block_size positions, on the model's device and dtype (see minigpt.sampling)."""
+        weight = self.wte.weight
+        for block in self.blocks:
+            block.attn.kv_cache = KVCache(batch_size, self.config, weight.device, weight.dtype)
+
+    def disable_kv_cache(self) -> None:
+        for block in self.blocks:
+            block.attn.kv_cache = None
 
     def param_groups(self) -> list[dict]:
         """AdamW groups: weight decay on matrices (embeddings, linear weights) only, none on

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -53,8 +55,7 @@ def next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-@torch.no_grad()
-def generate(
+def generate_tokens(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
@@ -62,18 +63,54 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Extends idx (B, T) by max_new_tokens tokens. The context fed to the model is the last
-    block_size tokens, so generation can run past the model's context length."""
+    use_kv_cache: bool = True,
+    keep: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yields the next token of every sequence, (B, 1), max_new_tokens times.
+
+    Context: the model sees at most block_size tokens, at positions 0..block_size-1. The
+    context is the prompt's last block_size tokens; when a new token would make it longer
+    than block_size, it restarts from its last `keep` tokens (default block_size // 2).
+    The rule is the same with and without the KV cache, so both give the same tokens.
+
+    With the cache (default), the context is fed through the model once (prefill); then
+    each step feeds only the newest token, whose query attends to the cached keys and values.
+    A restart refills the cache from the kept tokens in one pass."""
     check_sampling_args(temperature, top_k, top_p)
+    block_size = model.config.block_size
+    keep = block_size // 2 if keep is None else keep
+    if not 0 < keep < block_size:
+        raise ValueError(f"keep={keep} must be in [1, block_size={block_size})")
     if idx.size(1) == 0:
         raise ValueError("generation needs at least one context token")
     was_training = model.training
     model.eval()
-    block_size = model.config.block_size
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -block_size:])  # (B, T, V)
-        token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-        idx = torch.cat((idx, token), dim=1)
-    model.train(was_training)
-    return idx
+    tokens = idx[:, -block_size:]  # the context so far, (B, T) with T <= block_size
+    cached = 0  # how many tokens of the context the cache holds
+    if use_kv_cache:
+        model.enable_kv_cache(idx.size(0))
+    try:
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                if not use_kv_cache:
+                    logits, _ = model(tokens)  # recompute the whole context
+                elif cached == 0:
+                    logits, _ = model(tokens)  # prefill: the whole context in one pass
+                else:
+                    logits, _ = model(tokens[:, -1:], start=cached)  # the newest token only
+                cached = tokens.size(1)
+                token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+                yield token
+                tokens = torch.cat((tokens, token), dim=1)
+                if tokens.size(1) > block_size:  # restart from the last `keep` tokens
+                    tokens, cached = tokens[:, -keep:], 0
+    finally:
+        if use_kv_cache:
+            model.disable_kv_cache()
+        model.train(was_training)
+
+
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    """idx (B, T) extended by max_new_tokens tokens (see generate_tokens for the options)."""
+    new = list(generate_tokens(model, idx, max_new_tokens, **kwargs))
+    return torch.cat([idx, *new], dim=1)

@@ -28,3 +28,9 @@ def compose_train(tmp_path, cache_dir):
             )
 
     return _compose
+
+
+def compose_sample(*overrides: str):
+    """conf/sample.yaml composed as sample.py would compose it."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("sample", overrides=list(overrides))

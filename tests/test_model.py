@@ -164,5 +164,5 @@ def test_param_groups_decay_matrices_only():
 
 
 def test_input_longer_than_block_size_is_rejected():
-    with pytest.raises(ValueError, match="exceeds block_size=16"):
+    with pytest.raises(ValueError, match="positions up to 17 exceed block_size=16"):
         GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))

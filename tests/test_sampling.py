@@ -1,8 +1,10 @@
+import copy
+
 import pytest
 import torch
 
 from minigpt.model import GPT, GPTConfig
-from minigpt.sampling import filter_top_k, filter_top_p, generate, next_token
+from minigpt.sampling import filter_top_k, filter_top_p, generate, generate_tokens, next_token
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +18,19 @@ def test_greedy_is_deterministic_and_takes_the_argmax(model):
     a = generate(model, prompt, 12, temperature=0)
     b = generate(model, prompt, 12, temperature=0)
     assert torch.equal(a, b)
-    # each new token is the argmax of the model's logits for the context before it
-    for t in range(3, a.size(1)):
-        logits, _ = model(a[:, max(0, t - 8) : t])
+    # while the context fits (block_size 8), each new token is the argmax of the model's
+    # logits for everything before it
+    for t in range(3, 9):
+        logits, _ = model(a[:, :t])
         assert a[0, t].item() == logits[0, -1].argmax().item()
+
+
+def test_a_full_context_restarts_from_its_last_keep_tokens(model):
+    out = generate(model, torch.tensor([[1, 2, 3]]), 12, temperature=0, keep=3)
+    # tokens 3..7 fill the context to 8; token 8 makes it 9 > 8, so the context restarts
+    # from tokens 6..8, and token 9 is predicted from those three alone
+    logits, _ = model(out[:, 6:9])
+    assert out[0, 9].item() == logits[0, -1].argmax().item()
 
 
 def test_generation_runs_past_block_size_with_a_cropped_context(model):
@@ -78,3 +89,77 @@ def test_top_k_and_top_p_combine():
 def test_bad_sampling_values_are_rejected(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(model, torch.tensor([[1]]), 3, **kwargs)
+
+
+POSITIONAL = ["sinusoidal", "learned", "rope"]
+
+
+def random_gpt(**overrides) -> GPT:
+    torch.manual_seed(0)
+    config = dict(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16) | overrides
+    model = GPT(GPTConfig(**config)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("pos_encoding", POSITIONAL)
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+@pytest.mark.parametrize("prompt_length", [1, 5, 16])
+def test_cached_logits_equal_full_recomputation(pos_encoding, attention, prompt_length):
+    model = random_gpt(pos_encoding=pos_encoding, attention=attention)
+    reference = copy.deepcopy(model)  # never cached
+    tokens = torch.randint(0, 13, (3, 16), generator=torch.Generator().manual_seed(prompt_length))
+    with torch.no_grad():
+        model.enable_kv_cache(batch_size=3)
+        prefill, _ = model(tokens[:, :prompt_length])
+        full, _ = reference(tokens[:, :prompt_length])
+        torch.testing.assert_close(prefill, full, atol=1e-5, rtol=0)
+        for t in range(prompt_length, 16):  # then one token at a time
+            cached, _ = model(tokens[:, t : t + 1], start=t)
+            full, _ = reference(tokens[:, : t + 1])
+            torch.testing.assert_close(cached[:, -1], full[:, -1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pos_encoding", POSITIONAL)
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_greedy_with_and_without_cache_agree_across_block_size(pos_encoding, attention):
+    model = random_gpt(pos_encoding=pos_encoding, attention=attention)
+    prompt = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(1))
+    cached = generate(model, prompt, 50, temperature=0)  # 50 > 3 * block_size: several restarts
+    uncached = generate(model, prompt, 50, temperature=0, use_kv_cache=False)
+    assert torch.equal(cached, uncached)
+    assert all(block.attn.kv_cache is None for block in model.blocks)  # cache released
+
+
+def test_cached_and_uncached_steps_give_the_same_logits_across_restarts():
+    model = random_gpt(pos_encoding="rope")
+    prompt = torch.randint(0, 13, (1, 7), generator=torch.Generator().manual_seed(2))
+    captured = {True: [], False: []}
+    for use_cache in (True, False):
+        original = model.forward
+
+        def recording(*args, _use=use_cache, _orig=original, **kwargs):
+            logits, loss = _orig(*args, **kwargs)
+            captured[_use].append(logits[:, -1].clone())
+            return logits, loss
+
+        model.forward = recording
+        list(generate_tokens(model, prompt, 40, temperature=0, use_kv_cache=use_cache))
+        del model.forward
+    assert len(captured[True]) == len(captured[False]) == 40
+    for a, b in zip(captured[True], captured[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_cache_is_not_part_of_the_state_dict_and_needs_enabling():
+    model = random_gpt()
+    keys = set(model.state_dict())
+    model.enable_kv_cache(batch_size=2)
+    assert set(model.state_dict()) == keys
+    model.disable_kv_cache()
+    with pytest.raises(ValueError, match="start=3 needs the KV cache"):
+        model(torch.zeros(1, 1, dtype=torch.long), start=3)
+    with pytest.raises(ValueError, match="keep=16 must be in"):
+        generate(model, torch.tensor([[1]]), 3, keep=16)

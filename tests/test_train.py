@@ -1,6 +1,7 @@
 """Training through the composed Hydra config, in-process and as the command line runs it."""
 
 import csv
+import io
 import json
 import math
 import os
@@ -9,8 +10,9 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, compose_sample
 
+import sample as sample_script
 import train as train_script
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
 
@@ -188,3 +190,48 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     for job in jobs:
         assert (job.parent / "checkpoints" / "best.ckpt").is_file()
         assert json.loads(job.read_text())["steps"] == 10
+
+
+def sample_in_process(checkpoint, *overrides):
+    out = io.StringIO()
+    cfg = compose_sample(f"ckpt_path={checkpoint}", *overrides)
+    return sample_script.sample(cfg, out=out), out.getvalue()
+
+
+def test_sample_streams_stops_and_matches_without_cache(tiny_run, capsys):
+    checkpoint = tiny_run[0] / "checkpoints" / "best.ckpt"
+    greedy = ["prompt=Rom.", "greedy=true", "max_new_tokens=60"]
+    (text,), streamed = sample_in_process(checkpoint, *greedy)
+    assert text.startswith("Rom.") and len(text) == 64
+    assert streamed == text + "\n"  # streamed as generated, the same text
+    assert "tokens/s (KV cache, cpu)" in capsys.readouterr().err
+    (uncached,), _ = sample_in_process(checkpoint, *greedy, "use_kv_cache=false")
+    assert uncached == text
+
+    stop = text[10:12]  # a string the continuation contains
+    (stopped,), streamed = sample_in_process(checkpoint, *greedy, f"stop=['{stop}']")
+    assert stopped == text[: text.index(stop, 4)] and streamed == stopped + "\n"
+
+
+def test_sample_prompt_sources_and_edge_cases(tiny_run, tmp_path, capsys):
+    checkpoint = tiny_run[0] / "checkpoints" / "best.ckpt"
+    greedy = ["greedy=true", "max_new_tokens=20"]
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("Rom.\nWhat, ho!")
+    (from_file,), _ = sample_in_process(checkpoint, *greedy, f"prompt_file={prompt_file}")
+    assert from_file.startswith("Rom.\nWhat, ho!") and len(from_file) == 14 + 20
+
+    (from_nothing,), _ = sample_in_process(checkpoint, *greedy, "prompt=''")
+    assert len(from_nothing) == 20  # starts after an (unprinted) line break
+
+    long_prompt = tmp_path / "long.txt"
+    long_prompt.write_text("To be, or not to be, that is the question: " * 3)
+    (continued,), _ = sample_in_process(checkpoint, *greedy, f"prompt_file={long_prompt}")
+    assert continued.startswith(long_prompt.read_text())
+    assert "the prompt has 129 tokens, more than the model's context" in capsys.readouterr().err
+
+    texts, streamed = sample_in_process(checkpoint, "num_samples=3", "max_new_tokens=10")
+    assert len(texts) == 3 and streamed == ""  # batches are returned, not streamed
+
+    with pytest.raises(FileNotFoundError, match="prompt_file=nowhere.txt does not exist"):
+        sample_in_process(checkpoint, "prompt_file=nowhere.txt")
