@@ -62,7 +62,7 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} must be a positive integer")
     if cfg.num_samples <= 0:
         raise ValueError(f"num_samples={cfg.num_samples} must be a positive integer")
-    stops = [str(s) for s in (cfg.stop or [])]
+    stops = [cfg.stop] if isinstance(cfg.stop, str) else [str(s) for s in cfg.stop or []]
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -211,6 +211,8 @@ def test_sample_streams_stops_and_matches_without_cache(tiny_run, capsys):
     stop = text[10:12]  # a string the continuation contains
     (stopped,), streamed = sample_in_process(checkpoint, *greedy, f"stop=['{stop}']")
     assert stopped == text[: text.index(stop, 4)] and streamed == stopped + "\n"
+    (one_string,), _ = sample_in_process(checkpoint, *greedy, f"stop='{stop}'")
+    assert one_string == stopped  # a single string is one stop string, not its characters
 
 
 def test_sample_prompt_sources_and_edge_cases(tiny_run, tmp_path, capsys):
