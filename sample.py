@@ -35,9 +35,14 @@ def read_prompt(cfg: DictConfig) -> str:
 
 
 def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
-    """The prompt's ids; an empty prompt starts after a line break (which is not printed).
-    A prompt longer than the context is kept whole, with a warning: the model sees its end."""
-    ids = tokenizer.encode(prompt or "\n")
+    """The prompt's ids. An empty prompt starts from the end-of-text token (BPE) or after a
+    line break (characters); neither is printed. A prompt longer than the context is kept
+    whole, with a warning: the model sees its end."""
+    eot = getattr(tokenizer, "eot_id", None)
+    if prompt:
+        ids = tokenizer.encode(prompt)
+    else:
+        ids = [eot] if eot is not None else tokenizer.encode("\n")
     if len(ids) > block_size:
         print(
             f"warning: the prompt has {len(ids)} tokens, more than the model's context "
@@ -100,6 +105,8 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
                 texts[i], done[i] = cut_at_stop(tokenizer.decode(new_ids[i]), stops)
         if stream:
             ready = len(texts[0]) if done[0] else max(printed, len(texts[0]) - hold)
+            while ready > printed and not done[0] and texts[0][ready - 1] == "\ufffd":
+                ready -= 1  # a character whose bytes are still arriving (BPE)
             out.write(texts[0][printed:ready])
             out.flush()
             printed = ready

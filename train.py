@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -50,6 +51,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L
         tokenizer=datamodule.tokenizer.to_dict(),
         compile=cfg.compile,
     )
+    module.val_tokens_per_byte = datamodule.tokens_per_byte("val")
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)
@@ -70,12 +72,15 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
     history = module.val_history
     best = min(history, key=lambda h: h[1]) if history else None
+    bits_per_nat_token = module.val_tokens_per_byte / math.log(2)  # val/loss -> val/bpb
     world = trainer.world_size * trainer.accumulate_grad_batches
     return {
         "best_val_loss": best[1] if best else None,
         "best_val_step": best[0] if best else None,
         "final_val_loss": history[-1][1] if history else None,
         "final_val_step": history[-1][0] if history else None,
+        "best_val_bpb": best[1] * bits_per_nat_token if best else None,
+        "final_val_bpb": history[-1][1] * bits_per_nat_token if history else None,
         "val_curve": history,
         "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
         "steps": trainer.global_step,
@@ -97,6 +102,7 @@ def summary_line(metrics: dict, metrics_path: Path) -> str:
     if metrics["best_val_loss"] is not None:
         line += f" | best val/loss {metrics['best_val_loss']:.4f} (step {metrics['best_val_step']})"
         line += f" | final val/loss {metrics['final_val_loss']:.4f}"
+        line += f" | final val/bpb {metrics['final_val_bpb']:.4f}"
     return f"{line} | {metrics_path}"
 
 

@@ -34,7 +34,7 @@ from minigpt.corpus import (
     text_file_splits,
 )
 from minigpt.model import IGNORE_INDEX
-from minigpt.tokenizers import CharTokenizer, load_tokenizer
+from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer
 
 CACHE_FORMAT = 1  # bump when the layout of the cache changes
 PAD_INPUT_ID = 0  # input id placed at padded positions; their targets are IGNORE_INDEX
@@ -123,11 +123,14 @@ def corpus_fingerprint(splits: dict[str, list[Document]], settings: dict) -> str
 
 
 def tokenize_splits(
-    splits: dict[str, list[Document]], tokenizer: CharTokenizer, out_dir: Path
+    splits: dict[str, list[Document]], tokenizer: CharTokenizer | BPETokenizer, out_dir: Path
 ) -> None:
     """Writes `<split>.bin` (flat token ids), `<split>.docs.npy` (where each document starts)
-    and `meta.json` into out_dir, tokenizing with `datasets.Dataset.map`."""
+    and `meta.json` into out_dir, tokenizing with `datasets.Dataset.map`. A tokenizer with an
+    end-of-text token gets it after every document."""
     import datasets
+
+    eot = [] if getattr(tokenizer, "eot_id", None) is None else [tokenizer.eot_id]
 
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "splits": {}}
@@ -137,7 +140,7 @@ def tokenize_splits(
             {"title": [d.title for d in docs], "text": [d.text for d in docs]}
         )
         table = table.map(
-            lambda batch: {"ids": [tokenizer.encode(t) for t in batch["text"]]},
+            lambda batch: {"ids": [tokenizer.encode(t) + eot for t in batch["text"]]},
             batched=True,
             remove_columns=["text"],
             desc=f"tokenizing {split}",
@@ -178,6 +181,7 @@ class TokenDataModule(L.LightningDataModule):
         val_works: list[str] | tuple[str, ...] = SHAKESPEARE_VAL,
         test_works: list[str] | tuple[str, ...] = SHAKESPEARE_TEST,
         include_folio: bool = False,
+        tokenizer: dict | None = None,
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
         eval_seed: int = 0,
@@ -192,9 +196,14 @@ class TokenDataModule(L.LightningDataModule):
         self.val_fraction, self.clean = val_fraction, clean
         self.val_works, self.test_works = list(val_works), list(test_works)
         self.include_folio = include_folio
+        self.tokenizer_config = dict(tokenizer or {"kind": "char"})
+        if self.tokenizer_config.get("kind") not in ("char", "bpe"):
+            raise ValueError(
+                f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
+            )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
         self.cache_path: Path | None = None
-        self.tokenizer: CharTokenizer | None = None
+        self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.tokens: dict[str, np.ndarray] = {}
         self.doc_starts: dict[str, np.ndarray] = {}
 
@@ -210,8 +219,7 @@ class TokenDataModule(L.LightningDataModule):
         if self.cache_path is not None:
             return
         splits = self.load_splits()
-        text = "".join(d.text for split in SPLITS for d in splits[split])
-        tokenizer = CharTokenizer.from_text(text)
+        tokenizer = self.build_tokenizer(splits)
         settings = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict()}
         key = corpus_fingerprint(splits, settings)
         path = self.cache_root / f"{self.corpus}-{key}"
@@ -226,6 +234,37 @@ class TokenDataModule(L.LightningDataModule):
             except OSError:  # another process finished the same entry first
                 shutil.rmtree(staging, ignore_errors=True)
         self.cache_path = path
+
+    def build_tokenizer(self, splits: dict[str, list[Document]]) -> CharTokenizer | BPETokenizer:
+        """char: the characters of the whole corpus. bpe: trained on the train split only
+        (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers` with `hf`), cached on
+        disk by a fingerprint of that text and the settings."""
+        config = self.tokenizer_config
+        if config["kind"] == "char":
+            return CharTokenizer.from_text("".join(d.text for s in SPLITS for d in splits[s]))
+        vocab_size, impl = int(config.get("vocab_size", 2048)), config.get("impl", "minigpt")
+        if impl not in ("minigpt", "hf"):
+            raise ValueError(f"data.tokenizer.impl={impl!r} is not one of minigpt, hf")
+        train_text = "".join(d.text for d in splits["train"])
+        settings = config | {"format": CACHE_FORMAT}
+        key = corpus_fingerprint({"train": splits["train"], "val": [], "test": []}, settings)
+        path = self.cache_root / f"bpe-{key}.json"
+        if path.exists():
+            return load_tokenizer(path)
+        train = BPETokenizer.train_hf if impl == "hf" else BPETokenizer.train
+        tokenizer = train(train_text, vocab_size, config.get("pattern", GPT2_PATTERN))
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".{os.getpid()}.tmp")
+        tokenizer.save(staging)
+        os.replace(staging, path)
+        return tokenizer
+
+    def tokens_per_byte(self, split: str) -> float:
+        """Tokens per byte of UTF-8 text in a split: converts a loss per token into bits
+        per byte, which compares models with different tokenizers."""
+        self.setup()
+        meta = json.loads((self.cache_path / "meta.json").read_text())["splits"][split]
+        return meta["tokens"] / meta["bytes"]
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokens:

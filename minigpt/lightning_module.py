@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -40,6 +42,7 @@ class GPTLightningModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.val_history: list[tuple[int, float]] = []  # (step, val/loss) of each validation
+        self.val_tokens_per_byte = 0.0  # set from the data to log val/bpb
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -68,8 +71,12 @@ class GPTLightningModule(L.LightningModule):
         self.log("val/ppl", self.val_ppl)
 
     def on_validation_epoch_end(self) -> None:
+        loss = float(self.val_loss.compute())
+        if self.val_tokens_per_byte:
+            # bits per byte: nats per token * tokens per byte / ln 2
+            self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2))
         if not self.trainer.sanity_checking:
-            self.val_history.append((self.global_step, float(self.val_loss.compute())))
+            self.val_history.append((self.global_step, loss))
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -3,8 +3,13 @@ is stored in every checkpoint so that sampling needs only the checkpoint."""
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
+
+import regex
 
 
 class CharTokenizer:
@@ -50,16 +55,288 @@ class CharTokenizer:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
 
-def tokenizer_from_dict(data: dict) -> CharTokenizer:
+# GPT-2's pre-tokenization: contractions, letter runs, digit runs and punctuation runs (each
+# with one leading space), and whitespace. Merges never cross these chunks.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+END_OF_TEXT = "<|endoftext|>"
+
+
+def gpt2_byte_alphabet() -> dict[int, str]:
+    """GPT-2's table from bytes to printable characters (printable Latin-1 bytes map to
+    themselves, the others to characters from U+0100 on), which byte-level BPE libraries use
+    to write bytes as text."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    extra = (b for b in range(256) if b not in printable)
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + i) for i, b in enumerate(extra)})
+    return table
+
+
+def train_hf_tokenizer(text: str, n_merges: int, pattern: str = GPT2_PATTERN):
+    """A byte-level BPE `tokenizers.Tokenizer` with up to n_merges merges, trained by HF
+    `tokenizers` on text with the given pre-tokenization."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + n_merges,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator([text], trainer)
+    return hf
+
+
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """ids with every non-overlapping occurrence of pair, left to right, replaced by new_id."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class BPETokenizer:
+    """Byte-level byte-pair encoding. Tokens 0-255 are the bytes, so any string encodes;
+    token 256 + i is merge i (two earlier tokens joined); special tokens come last.
+
+    Text is first split into chunks by a regex (GPT-2's by default); merges apply inside a
+    chunk only. Special tokens (an end-of-text marker between documents) are never split or
+    merged, and `encode` produces them only when asked (`allowed_special=True`)."""
+
+    kind = "bpe"
+    CACHE_LIMIT = 200_000  # encoded chunks kept in memory
+
+    def __init__(
+        self,
+        merges: list[tuple[int, int]],
+        pattern: str = GPT2_PATTERN,
+        special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
+    ):
+        self.merges = [(int(a), int(b)) for a, b in merges]
+        self.vocab = [bytes([i]) for i in range(256)]
+        for i, (a, b) in enumerate(self.merges):
+            if not (0 <= a < 256 + i and 0 <= b < 256 + i):
+                raise ValueError(f"merge {i} ({a}, {b}) uses a token that does not exist yet")
+            self.vocab.append(self.vocab[a] + self.vocab[b])
+        self.ranks = {pair: i for i, pair in enumerate(self.merges)}
+        self.special_tokens = {s: len(self.vocab) + i for i, s in enumerate(special_tokens)}
+        self.pattern = pattern
+        self._chunks = regex.compile(pattern)
+        self._specials = (
+            regex.compile("(" + "|".join(regex.escape(s) for s in special_tokens) + ")")
+            if special_tokens
+            else None
+        )
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    @property
+    def eot_id(self) -> int | None:
+        return self.special_tokens.get(END_OF_TEXT)
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        pattern: str = GPT2_PATTERN,
+        special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
+    ) -> BPETokenizer:
+        """Learns vocab_size - 256 - len(special_tokens) merges from text.
+
+        Each step merges the most frequent adjacent pair (ties: the smallest pair of ids).
+        Pair counts are kept per unique chunk, weighted by the chunk's frequency, and updated
+        only in the chunks a merge touches; a heap with lazy deletion finds the best pair."""
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special "
+                f"tokens: use at least {256 + len(special_tokens)}"
+            )
+        if not text:
+            raise ValueError("cannot train a BPE tokenizer on empty text")
+        chunk_counts = Counter(regex.findall(pattern, text))
+        words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+        freqs = list(chunk_counts.values())
+        pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> chunks holding it
+        for w, (word, freq) in enumerate(zip(words, freqs, strict=True)):
+            for pair in pairwise(word):
+                pair_counts[pair] += freq
+                where[pair].add(w)
+        heap = [(-count, pair) for pair, count in pair_counts.items()]
+        heapq.heapify(heap)
+        merges: list[tuple[int, int]] = []
+        while len(merges) < n_merges and heap:
+            negative, pair = heapq.heappop(heap)
+            count = pair_counts.get(pair, 0)
+            if count <= 0:
+                continue
+            if -negative != count:  # an outdated entry: queue the current count instead
+                heapq.heappush(heap, (-count, pair))
+                continue
+            new_id = 256 + len(merges)
+            merges.append(pair)
+            changed = set()
+            for w in where.pop(pair):
+                word, freq = words[w], freqs[w]
+                merged = merge_pair(word, pair, new_id)
+                if len(merged) == len(word):  # the pair left this chunk in an earlier merge
+                    continue
+                for p in pairwise(word):
+                    pair_counts[p] -= freq
+                    changed.add(p)
+                for p in pairwise(merged):
+                    pair_counts[p] += freq
+                    where[p].add(w)
+                    changed.add(p)
+                words[w] = merged
+            pair_counts.pop(pair, None)
+            for p in changed - {pair}:
+                if pair_counts[p] > 0:
+                    heapq.heappush(heap, (-pair_counts[p], p))
+        return cls(merges, pattern, special_tokens)
+
+    @classmethod
+    def train_hf(
+        cls,
+        text: str,
+        vocab_size: int,
+        pattern: str = GPT2_PATTERN,
+        special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
+    ) -> BPETokenizer:
+        """The same kind of tokenizer trained by HF `tokenizers` (compiled; for gigabytes of
+        text) and converted to this class."""
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special "
+                f"tokens: use at least {256 + len(special_tokens)}"
+            )
+        if not text:
+            raise ValueError("cannot train a BPE tokenizer on empty text")
+        return cls.from_hf(train_hf_tokenizer(text, n_merges, pattern), pattern, special_tokens)
+
+    @classmethod
+    def from_hf(cls, hf, pattern: str, special_tokens=(END_OF_TEXT,)) -> BPETokenizer:
+        """Converts a byte-level HF `tokenizers.Tokenizer`. HF writes bytes as printable
+        characters (GPT-2's byte-to-unicode table); they are mapped back to bytes."""
+        byte_of = {char: byte for byte, char in gpt2_byte_alphabet().items()}
+        ids = {bytes([b]): b for b in range(256)}
+        merges = []
+        for merge in json.loads(hf.to_str())["model"]["merges"]:
+            left, right = merge.split(" ") if isinstance(merge, str) else merge
+            a, b = (bytes(byte_of[c] for c in part) for part in (left, right))
+            ids[a + b] = 256 + len(merges)
+            merges.append((ids[a], ids[b]))
+        return cls(merges, pattern, special_tokens)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        ids = list(chunk.encode("utf-8"))
+        while len(ids) >= 2:  # apply the earliest-learned merge present, until none is
+            pair = min(pairwise(ids), key=lambda p: self.ranks.get(p, len(self.ranks)))
+            if pair not in self.ranks:
+                break
+            ids = merge_pair(ids, pair, 256 + self.ranks[pair])
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids of text, special-token strings included, treated as ordinary text."""
+        out: list[int] = []
+        cache = self._cache
+        for chunk in self._chunks.findall(text):
+            ids = cache.get(chunk)
+            if ids is None:
+                if len(cache) >= self.CACHE_LIMIT:
+                    cache.clear()
+                ids = cache[chunk] = self._encode_chunk(chunk)
+            out.extend(ids)
+        return out
+
+    def encode(self, text: str, allowed_special: bool = False) -> list[int]:
+        """Token ids of text. With allowed_special, special-token strings in the text become
+        their special ids; otherwise they are ordinary text."""
+        if not allowed_special or self._specials is None:
+            return self.encode_ordinary(text)
+        out: list[int] = []
+        for i, part in enumerate(self._specials.split(text)):
+            out.extend([self.special_tokens[part]] if i % 2 else self.encode_ordinary(part))
+        return out
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of ids. Byte sequences that are not valid UTF-8 (a sequence cut inside a
+        character) decode to U+FFFD."""
+        specials = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+        try:
+            data = b"".join(self.vocab[i] if i < len(self.vocab) else specials[i] for i in ids)
+        except (IndexError, KeyError):
+            bad = [i for i in ids if not 0 <= i < self.vocab_size]
+            raise ValueError(f"token ids {bad[:10]} are outside the vocabulary") from None
+        return data.decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ files
+
+    def to_dict(self) -> dict:
+        """Plain data; `tokens` lists every merged token's text (for people; ignored on load)."""
+        return {
+            "kind": self.kind,
+            "pattern": self.pattern,
+            "special_tokens": list(self.special_tokens),
+            "merges": [list(m) for m in self.merges],
+            "tokens": [t.decode("utf-8", errors="backslashreplace") for t in self.vocab[256:]],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BPETokenizer:
+        merges = data["merges"]
+        if not isinstance(merges, list) or not all(
+            isinstance(m, list) and len(m) == 2 and all(isinstance(i, int) for i in m)
+            for m in merges
+        ):
+            raise ValueError("BPE merges must be a list of [id, id] pairs")
+        return cls(merges, data["pattern"], data["special_tokens"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=0))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BPETokenizer:
+        tokenizer = load_tokenizer(path)
+        if not isinstance(tokenizer, cls):
+            raise ValueError(f"{path} holds a {tokenizer.kind} tokenizer, not a BPE one")
+        return tokenizer
+
+
+def tokenizer_from_dict(data: dict) -> CharTokenizer | BPETokenizer:
     """Rebuild a tokenizer from what `to_dict` returned (e.g. from a checkpoint)."""
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind == "char":
         return CharTokenizer(data["chars"])
-    raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of 'char'")
+    if kind == "bpe":
+        return BPETokenizer.from_dict(data)
+    raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of 'char', 'bpe'")
 
 
-def load_tokenizer(path: str | Path) -> CharTokenizer:
+def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
     try:
         return tokenizer_from_dict(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{path} is not a tokenizer file: {err}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a tokenizer file: {err!r}") from None
