@@ -252,7 +252,7 @@ class TokenDataModule(L.LightningDataModule):
         if path.exists():
             return load_tokenizer(path)
         train = BPETokenizer.train_hf if impl == "hf" else BPETokenizer.train
-        tokenizer = train(train_text, vocab_size, config.get("pattern", GPT2_PATTERN))
+        tokenizer = train(train_text, vocab_size, config.get("pattern") or GPT2_PATTERN)
         self.cache_root.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(f".{os.getpid()}.tmp")
         tokenizer.save(staging)

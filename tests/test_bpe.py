@@ -128,10 +128,11 @@ def test_hf_trained_tokenizer_converts_to_the_same_encoding():
     assert trained.vocab_size <= 400 and trained.decode(trained.encode(SAMPLE)) == SAMPLE
 
 
-def test_bpe_data_path_trains_on_train_only_and_caches(tmp_path):
+@pytest.mark.parametrize("impl", ["minigpt", "hf"])
+def test_bpe_data_path_trains_on_train_only_and_caches(tmp_path, impl):
     book = tmp_path / "book.txt"
     book.write_text(SAMPLE[:3000] + "zebra zebra zebra zebra quux " * 12)  # the end is val
-    config = {"kind": "bpe", "vocab_size": 300, "impl": "minigpt"}
+    config = {"kind": "bpe", "vocab_size": 300, "impl": impl, "pattern": None}
     dm = TokenDataModule(
         corpus="text_files",
         paths=[str(book)],
