@@ -72,6 +72,19 @@ def gpt2_byte_alphabet() -> dict[int, str]:
     return table
 
 
+def merges_to_learn(text: str, vocab_size: int, special_tokens) -> int:
+    """How many merges a vocabulary of vocab_size leaves room for; checks the inputs."""
+    n_merges = vocab_size - 256 - len(special_tokens)
+    if n_merges < 0:
+        raise ValueError(
+            f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special "
+            f"tokens: use at least {256 + len(special_tokens)}"
+        )
+    if not text:
+        raise ValueError("cannot train a BPE tokenizer on empty text")
+    return n_merges
+
+
 def train_hf_tokenizer(text: str, n_merges: int, pattern: str = GPT2_PATTERN):
     """A byte-level BPE `tokenizers.Tokenizer` with up to n_merges merges, trained by HF
     `tokenizers` on text with the given pre-tokenization."""
@@ -163,14 +176,7 @@ class BPETokenizer:
         Each step merges the most frequent adjacent pair (ties: the smallest pair of ids).
         Pair counts are kept per unique chunk, weighted by the chunk's frequency, and updated
         only in the chunks a merge touches; a heap with lazy deletion finds the best pair."""
-        n_merges = vocab_size - 256 - len(special_tokens)
-        if n_merges < 0:
-            raise ValueError(
-                f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special "
-                f"tokens: use at least {256 + len(special_tokens)}"
-            )
-        if not text:
-            raise ValueError("cannot train a BPE tokenizer on empty text")
+        n_merges = merges_to_learn(text, vocab_size, special_tokens)
         chunk_counts = Counter(regex.findall(pattern, text))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
         freqs = list(chunk_counts.values())
@@ -223,14 +229,7 @@ class BPETokenizer:
     ) -> BPETokenizer:
         """The same kind of tokenizer trained by HF `tokenizers` (compiled; for gigabytes of
         text) and converted to this class."""
-        n_merges = vocab_size - 256 - len(special_tokens)
-        if n_merges < 0:
-            raise ValueError(
-                f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special "
-                f"tokens: use at least {256 + len(special_tokens)}"
-            )
-        if not text:
-            raise ValueError("cannot train a BPE tokenizer on empty text")
+        n_merges = merges_to_learn(text, vocab_size, special_tokens)
         return cls.from_hf(train_hf_tokenizer(text, n_merges, pattern), pattern, special_tokens)
 
     @classmethod
