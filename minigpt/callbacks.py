@@ -6,6 +6,11 @@ import statistics
 import time
 
 import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from minigpt.sampling import generate
+from minigpt.tokenizers import tokenizer_from_dict
 
 
 class StepTimer(L.Callback):
@@ -31,3 +36,41 @@ class StepTimer(L.Callback):
     @property
     def median_ms(self) -> float | None:
         return statistics.median(self.step_ms) if self.step_ms else None
+
+
+class TextSamples(L.Callback):
+    """After every validation, generates text from a fixed prompt and seed and writes it to
+    the TensorBoard TEXT tab (`samples`), so the model can be watched learning to write."""
+
+    def __init__(
+        self,
+        prompt: str = "\n",
+        max_new_tokens: int = 200,
+        seed: int = 1337,
+        temperature: float = 0.8,
+        top_p: float | None = 0.95,
+    ):
+        self.prompt, self.max_new_tokens, self.seed = prompt, max_new_tokens, seed
+        self.temperature, self.top_p = temperature, top_p
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writers = [
+            logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
+        ]
+        if trainer.sanity_checking or not writers or not trainer.is_global_zero:
+            return
+        tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
+        prompt = torch.tensor([tokenizer.encode(self.prompt)], device=pl_module.device)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        out = generate(
+            pl_module.model,
+            prompt,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            generator=generator,
+        )
+        text = tokenizer.decode(out[0].tolist())
+        # TensorBoard renders Markdown: a code block keeps line breaks and spacing
+        for writer in writers:
+            writer.add_text("samples", f"```\n{text}\n```", global_step=trainer.global_step)

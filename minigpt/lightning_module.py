@@ -78,6 +78,11 @@ class GPTLightningModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_history.append((self.global_step, loss))
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._is_logging_step():  # the gradient norm before clipping
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
 
@@ -262,6 +263,9 @@ class GPTConfig:
     activation: str = "gelu"  # relu | gelu | swiglu
     attention: str = "sdpa"  # sdpa (fused kernel) | explicit (written-out softmax)
     tie_weights: bool = True  # LM head shares the token embedding matrix
+    # in training, keep only each block's input and recompute its activations in the
+    # backward pass: less memory for about one more forward pass of compute
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
@@ -360,8 +364,9 @@ class GPT(nn.Module):
         if start and self.blocks[0].attn.kv_cache is None:
             raise ValueError(f"start={start} needs the KV cache: call enable_kv_cache first")
         x = self.drop(self.positions(self.wte(idx), start))  # (B, T, C)
+        recompute = self.config.activation_checkpointing and self.training
         for block in self.blocks:
-            x = block(x, start)
+            x = checkpoint(block, x, start, use_reentrant=False) if recompute else block(x, start)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None

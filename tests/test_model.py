@@ -166,3 +166,26 @@ def test_param_groups_decay_matrices_only():
 def test_input_longer_than_block_size_is_rejected():
     with pytest.raises(ValueError, match="positions up to 17 exceed block_size=16"):
         GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_activation_checkpointing_gives_the_same_gradients(monkeypatch):
+    import minigpt.model as model_module
+
+    calls = []
+    original = model_module.checkpoint
+    monkeypatch.setattr(
+        model_module, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    torch.manual_seed(0)
+    plain = GPT(tiny_config(n_layer=3))
+    recomputed = GPT(tiny_config(n_layer=3, activation_checkpointing=True))
+    recomputed.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 11, (4, 16))
+    for model in (plain, recomputed):
+        model.train()
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+    for (name, a), (_, b) in zip(
+        plain.named_parameters(), recomputed.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)

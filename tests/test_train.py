@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 from conftest import ROOT, compose_sample
@@ -237,3 +238,52 @@ def test_sample_prompt_sources_and_edge_cases(tiny_run, tmp_path, capsys):
 
     with pytest.raises(FileNotFoundError, match="prompt_file=nowhere.txt does not exist"):
         sample_in_process(checkpoint, "prompt_file=nowhere.txt")
+
+
+def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_script.train(compose_train("experiment=tiny", "logger=tensorboard"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpb", "lr/decay"}
+    assert expected <= scalars
+    samples = events.Tensors("samples/text_summary")
+    assert [s.step for s in samples] == [10, 20]  # one sample per validation
+    assert "```" in samples[-1].tensor_proto.string_val[0].decode()
+
+
+def test_gradient_accumulation_matches_the_larger_batch(compose_train, tmp_path):
+    """One optimizer step on a batch of 8 equals one on 2 accumulated batches of 4 (the same
+    8 windows: the shuffle is seeded), and does change the weights."""
+
+    def weights_before_and_after_one_step(batch_size, accumulate, name):
+        cfg = compose_train(
+            "experiment=tiny",
+            "callbacks=none",
+            "logger=none",
+            "trainer.max_steps=1",
+            "trainer.limit_val_batches=0",
+            f"data.batch_size={batch_size}",
+            f"trainer.accumulate_grad_batches={accumulate}",
+            "scheduler=constant",
+            # plain SGD: the update is lr x gradient (Adam's first step is ~lr x its sign)
+            "optimizer._target_=torch.optim.SGD",
+            "~optimizer.betas",
+            "~optimizer.eps",
+            "~optimizer.fused",
+            "optimizer.lr=0.5",
+            output_dir=tmp_path / name,
+        )
+        L.seed_everything(cfg.seed)
+        datamodule, module, trainer = train_script.build(cfg)
+        before = {k: v.clone() for k, v in module.model.state_dict().items()}
+        trainer.fit(module, datamodule=datamodule)
+        return before, module.model.state_dict()
+
+    before, whole = weights_before_and_after_one_step(8, 1, "whole")
+    _, accumulated = weights_before_and_after_one_step(4, 2, "accumulated")
+    assert not torch.equal(before["wte.weight"], whole["wte.weight"])
+    for key, value in whole.items():
+        torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
