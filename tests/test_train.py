@@ -287,3 +287,24 @@ def test_gradient_accumulation_matches_the_larger_batch(compose_train, tmp_path)
     assert not torch.equal(before["wte.weight"], whole["wte.weight"])
     for key, value in whole.items():
         torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(compose_train, tmp_path):
+    fp32 = train_script.train(compose_train("experiment=tiny", output_dir=tmp_path / "fp32"))
+    bf16 = train_script.train(
+        compose_train(
+            "experiment=tiny", "trainer.precision=bf16-mixed", output_dir=tmp_path / "bf16"
+        )
+    )
+    assert math.isfinite(bf16) and abs(bf16 - fp32) < 0.1
+
+
+def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
+    from minigpt.model import GPT, GPTConfig
+
+    cfg = compose_train("experiment=gpt2_124m")
+    config = GPTConfig(**(train_script.plain(cfg.model) | {"vocab_size": 50304}))
+    with torch.device("meta"):
+        model = GPT(config)
+    assert round(model.num_parameters() / 1e6, 1) == 124.4  # GPT-2 small, vocab padded to 50304
+    assert cfg.optimizer.betas == [0.9, 0.95] and cfg.trainer.accumulate_grad_batches == 40
