@@ -71,10 +71,20 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
     best_path = checkpoint.best_model_path if checkpoint else ""
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
     history = module.val_history
-    best = min(history, key=lambda h: h[1]) if history else None
+    finite = [h for h in history if math.isfinite(h[1])]
+    best = min(finite, key=lambda h: h[1]) if finite else None
     bits_per_nat_token = module.val_tokens_per_byte / math.log(2)  # val/loss -> val/bpb
     world = trainer.world_size * trainer.accumulate_grad_batches
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    diverged = (
+        not all(math.isfinite(v) for _, v in history)
+        or math.isinf(train_loss)
+        or (math.isnan(train_loss) and "train/loss" in trainer.callback_metrics)
+    )
+    if diverged:
+        best = None
     return {
+        "diverged": diverged,
         "best_val_loss": best[1] if best else None,
         "best_val_step": best[0] if best else None,
         "final_val_loss": history[-1][1] if history else None,
@@ -82,13 +92,13 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
         "best_val_bpb": best[1] * bits_per_nat_token if best else None,
         "final_val_bpb": history[-1][1] * bits_per_nat_token if history else None,
         "val_curve": history,
-        "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        "train_loss": train_loss,
         "steps": trainer.global_step,
         "tokens_seen": trainer.global_step * world * cfg.data.batch_size * cfg.model.block_size,
         "wall_time_s": round(wall_s, 2),
         "median_step_ms": timer.median_ms if timer else None,
         "parameters": module.model.num_parameters(),
-        "best_checkpoint": best_path or None,
+        "best_checkpoint": (best_path or None) if not diverged else None,
         "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
     }
 
@@ -143,6 +153,13 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomically(output_dir / "metrics.json", metrics)
+    if metrics["diverged"]:
+        # +inf: the worst value for a minimizing sweeper, which records it and goes on
+        # (Optuna 2.10 refuses NaN and would stop the sweep); metrics.json says diverged
+        log.error(
+            f"run diverged (loss not finite by step {metrics['steps']}): failed, reported as inf"
+        )
+        return float("inf")
     log.info(summary_line(metrics, output_dir / "metrics.json"))
     print_samples(cfg, module, metrics["best_checkpoint"])
     if cfg.optimized_metric == "val/loss":

@@ -57,7 +57,9 @@ class TextSamples(L.Callback):
         writers = [
             logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
         ]
-        if trainer.sanity_checking or not writers or not trainer.is_global_zero:
+        loss = trainer.callback_metrics.get("val/loss")
+        diverged = loss is not None and not torch.isfinite(loss)
+        if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
         prompt = torch.tensor([tokenizer.encode(self.prompt)], device=pl_module.device)

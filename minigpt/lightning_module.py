@@ -52,6 +52,8 @@ class GPTLightningModule(L.LightningModule):
         _, loss = self.model(inputs, targets)
         if self._is_logging_step():
             self.log("train/loss", loss, prog_bar=True)
+            if not torch.isfinite(loss):  # diverged: stop rather than train on NaNs
+                self.trainer.should_stop = True
         return loss
 
     def _is_logging_step(self) -> bool:
@@ -72,6 +74,8 @@ class GPTLightningModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         loss = float(self.val_loss.compute())
+        if not math.isfinite(loss):
+            self.trainer.should_stop = True
         if self.val_tokens_per_byte:
             # bits per byte: nats per token * tokens per byte / ln 2
             self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2))

@@ -11,10 +11,12 @@ import sys
 import lightning as L
 import pytest
 import torch
+import yaml
 from conftest import ROOT, compose_sample
 
 import sample as sample_script
 import train as train_script
+from minigpt import sweep_report
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
 
 
@@ -191,6 +193,44 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     for job in jobs:
         assert (job.parent / "checkpoints" / "best.ckpt").is_file()
         assert json.loads(job.read_text())["steps"] == 10
+
+    # the sweep report, with a third job that has not finished
+    sweep = jobs[0].parent.parent
+    (sweep / "2" / ".hydra").mkdir(parents=True)
+    (sweep / "2" / ".hydra" / "overrides.yaml").write_text("- seed=3\n")
+    rows = sweep_report.write_report(sweep)
+    assert [r["status"] for r in rows] == ["done", "done", "running or failed"]
+    assert rows[0]["best val/loss"] <= rows[1]["best val/loss"]  # best first
+    assert "seed=1" in rows[0]["overrides"] or "seed=1" in rows[1]["overrides"]
+    table = (sweep / "report.md").read_text()
+    assert table.count("\n| ") == 5 and "running or failed" in table  # header, rule, 3 jobs
+    with open(sweep / "report.csv") as f:
+        assert len(list(csv.reader(f))) == 4
+    assert (sweep / "val_curves.png").stat().st_size > 1000
+
+
+def test_optuna_sweep_survives_diverging_trials(tmp_path, cache_dir):
+    result = run(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "experiment=tiny",
+        f"paths.cache_dir={cache_dir}",
+        "sample.num_samples=0",
+        "scheduler.warmup_steps=choice(0,2)",
+        "optimizer.lr=choice(1e-3,1e4)",
+        "model.n_embd=choice(16,32)",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run diverged" in result.stdout + result.stderr  # a clear line per failed trial
+    (sweep,) = (tmp_path / "outputs").glob("*/*")
+    assert len(sweep_report.job_dirs(sweep)) == 4
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert math.isfinite(best["best_value"]) and best["best_params"]["optimizer.lr"] == 1e-3
+    statuses = [r["status"] for r in sweep_report.write_report(sweep)]
+    assert "diverged" in statuses and statuses[0] == "done"
 
 
 def sample_in_process(checkpoint, *overrides):
