@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.callbacks import StepTimer
@@ -58,6 +59,28 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+HPARAM_METRICS = ("best_val_loss", "best_val_bpb", "final_val_loss", "steps", "wall_time_s")
+
+
+def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The composed config as the run's hyperparameters (loggers flatten it), with the
+    metrics TensorBoard's HPARAMS tab shows beside them (filled in by log_final_metrics)."""
+    placeholders = {f"hp/{name}": float("nan") for name in HPARAM_METRICS}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(plain(cfg), placeholders)
+        else:
+            logger.log_hyperparams(plain(cfg))
+
+
+def log_final_metrics(trainer: L.Trainer, metrics: dict) -> None:
+    values = {f"hp/{k}": float(metrics[k]) for k in HPARAM_METRICS if metrics[k] is not None}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_metrics(values, step=trainer.global_step)
+            logger.save()
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
@@ -145,9 +168,11 @@ def train(cfg: DictConfig) -> float | None:
     """Fits the model described by cfg; returns cfg.optimized_metric."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    log_hyperparameters(trainer, cfg)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     metrics = run_metrics(trainer, module, cfg, time.perf_counter() - start)
+    log_final_metrics(trainer, metrics)
     if not trainer.is_global_zero:
         return None
     output_dir = Path(cfg.paths.output_dir)

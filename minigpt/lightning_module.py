@@ -35,7 +35,7 @@ class GPTLightningModule(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
         self.model = GPT(GPTConfig(**model))
         if compile:
             self.model.compile()

@@ -289,6 +289,10 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
     scalars = set(events.Tags()["scalars"])
     expected = {"train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpb", "lr/decay"}
     assert expected <= scalars
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    final = events.Scalars("hp/best_val_loss")[-1]
+    assert final.value == pytest.approx(metrics["best_val_loss"]) and final.step == 20
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # the HPARAMS tab
     samples = events.Tensors("samples/text_summary")
     assert [s.step for s in samples] == [10, 20]  # one sample per validation
     assert "```" in samples[-1].tensor_proto.string_val[0].decode()
