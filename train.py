@@ -53,6 +53,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L
         compile=cfg.compile,
     )
     module.val_tokens_per_byte = datamodule.tokens_per_byte("val")
+    # for the ThroughputMonitor's MFU: training FLOPs of one batch at full context
+    module.flops_per_batch = (
+        module.model.flops_per_token() * cfg.data.batch_size * cfg.model.block_size
+    )
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)

@@ -38,6 +38,16 @@ class StepTimer(L.Callback):
         return statistics.median(self.step_ms) if self.step_ms else None
 
 
+def batch_size(batch) -> int:
+    """Sequences in an (inputs, targets) batch, for Lightning's ThroughputMonitor."""
+    return batch[0].size(0)
+
+
+def batch_tokens(batch) -> int:
+    """Input tokens in an (inputs, targets) batch, for Lightning's ThroughputMonitor."""
+    return batch[0].numel()
+
+
 class TextSamples(L.Callback):
     """After every validation, generates text from a fixed prompt and seed and writes it to
     the TensorBoard TEXT tab (`samples`), so the model can be watched learning to write."""

@@ -347,6 +347,16 @@ class GPT(nn.Module):
         """Parameters counted once (the tied head is the embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward and backward) at full context: 6 N for the
+        matrix products of N parameters (position embeddings excluded) plus 12 L H Q T for
+        attention (PaLM, appendix B; L layers, H heads, Q head size, T block_size)."""
+        c = self.config
+        n = self.num_parameters()
+        if isinstance(self.positions, LearnedPositions):
+            n -= self.positions.wpe.weight.numel()
+        return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * c.block_size
+
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -189,3 +189,19 @@ def test_activation_checkpointing_gives_the_same_gradients(monkeypatch):
         plain.named_parameters(), recomputed.named_parameters(), strict=True
     ):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_flops_per_token_follows_the_palm_formula():
+    config = GPTConfig(
+        vocab_size=50304,
+        block_size=1024,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        pos_encoding="learned",
+        bias=False,
+    )
+    with torch.device("meta"):
+        model = GPT(config)
+    n = model.num_parameters() - 1024 * 768  # position embeddings do no matrix product
+    assert model.flops_per_token() == 6 * n + 12 * 12 * 12 * 64 * 1024

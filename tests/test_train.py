@@ -283,12 +283,21 @@ def test_sample_prompt_sources_and_edge_cases(tiny_run, tmp_path, capsys):
 def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train_script.train(compose_train("experiment=tiny", "logger=tensorboard"))
+    cfg = compose_train(
+        "experiment=tiny", "logger=tensorboard", "callbacks.throughput.window_size=5"
+    )
+    train_script.train(cfg)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     expected = {"train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpb", "lr/decay"}
     assert expected <= scalars
+    tokens_per_s = events.Scalars("train/device/items_per_sec")[-1].value  # tokens per second
+    flops_per_s = events.Scalars("train/device/flops_per_sec")[-1].value
+    assert tokens_per_s > 0
+    # FLOPs/s = tokens/s x FLOPs per token of the model (6N + attention), as MFU uses
+    model = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")[0]
+    assert flops_per_s == pytest.approx(tokens_per_s * model.flops_per_token(), rel=1e-3)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     final = events.Scalars("hp/best_val_loss")[-1]
     assert final.value == pytest.approx(metrics["best_val_loss"]) and final.step == 20
