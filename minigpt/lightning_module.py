@@ -78,7 +78,8 @@ class GPTLightningModule(L.LightningModule):
             self.trainer.should_stop = True
         if self.val_tokens_per_byte:
             # bits per byte: nats per token * tokens per byte / ln 2
-            self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2))
+            # the same on every rank (val_loss.compute() is already synced)
+            self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2), sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_history.append((self.global_step, loss))
 

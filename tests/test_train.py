@@ -361,3 +361,23 @@ def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
         model = GPT(config)
     assert round(model.num_parameters() / 1e6, 1) == 124.4  # GPT-2 small, vocab padded to 50304
     assert cfg.optimizer.betas == [0.9, 0.95] and cfg.trainer.accumulate_grad_batches == 40
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir):
+    result = run(
+        "train.py",
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"paths.cache_dir={cache_dir}",
+        "sample.num_samples=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["tokens_seen"] == 20 * 2 * 8 * 32  # two ranks of 8 x 32 tokens per step
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+    assert (result.stdout + result.stderr).count("done: 20 steps") == 1  # written once
