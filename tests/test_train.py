@@ -394,3 +394,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
         ddp["val_curve"], single["val_curve"], strict=True
     ):
         assert step_a == step_b and abs(loss_a - loss_b) < 5e-3
+
+
+def test_ddp_config_composes_for_many_nodes(compose_train):
+    cfg = compose_train("trainer=ddp", "trainer.num_nodes=2", "trainer.devices=8")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
