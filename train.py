@@ -16,7 +16,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -27,7 +26,7 @@ from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.lightning_module import GPTLightningModule
 from minigpt.precision import auto_precision
-from minigpt.sampling import generate
+from minigpt.sampling import sample_texts
 from minigpt.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -98,18 +97,14 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
     best_path = checkpoint.best_model_path if checkpoint else ""
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
     history = module.val_history
-    finite = [h for h in history if math.isfinite(h[1])]
-    best = min(finite, key=lambda h: h[1]) if finite else None
+    logged = trainer.callback_metrics.get("train/loss")
+    train_loss = float(logged) if logged is not None else float("nan")
+    diverged = not all(math.isfinite(v) for _, v in history) or (
+        logged is not None and not math.isfinite(train_loss)
+    )
+    best = min(history, key=lambda h: h[1]) if history and not diverged else None
     bits_per_nat_token = module.val_tokens_per_byte / math.log(2)  # val/loss -> val/bpb
     world = trainer.world_size * trainer.accumulate_grad_batches
-    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    diverged = (
-        not all(math.isfinite(v) for _, v in history)
-        or math.isinf(train_loss)
-        or (math.isnan(train_loss) and "train/loss" in trainer.callback_metrics)
-    )
-    if diverged:
-        best = None
     return {
         "diverged": diverged,
         "best_val_loss": best[1] if best else None,
@@ -152,20 +147,20 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
     else:
         model = module.model.cpu().eval()
         tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    prompt = torch.tensor([tokenizer.encode(sample.prompt)] * sample.num_samples)
-    out = generate(
+    texts = sample_texts(
         model,
-        prompt,
+        tokenizer,
+        sample.prompt,
         sample.max_new_tokens,
+        sample.num_samples,
+        cfg.seed,
         temperature=sample.temperature,
         top_k=sample.top_k,
         top_p=sample.top_p,
-        generator=generator,
     )
-    for row in out.tolist():
+    for text in texts:
         print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
-        print(tokenizer.decode(row))
+        print(text)
 
 
 def train(cfg: DictConfig) -> float | None:

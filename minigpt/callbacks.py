@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from minigpt.sampling import generate
+from minigpt.sampling import sample_texts
 from minigpt.tokenizers import tokenizer_from_dict
 
 
@@ -72,17 +72,15 @@ class TextSamples(L.Callback):
         if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
-        prompt = torch.tensor([tokenizer.encode(self.prompt)], device=pl_module.device)
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        out = generate(
+        (text,) = sample_texts(
             pl_module.model,
-            prompt,
+            tokenizer,
+            self.prompt,
             self.max_new_tokens,
+            seed=self.seed,
             temperature=self.temperature,
             top_p=self.top_p,
-            generator=generator,
         )
-        text = tokenizer.decode(out[0].tolist())
         # TensorBoard renders Markdown: a code block keeps line breaks and spacing
         for writer in writers:
             writer.add_text("samples", f"```\n{text}\n```", global_step=trainer.global_step)

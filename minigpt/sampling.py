@@ -110,6 +110,24 @@ def generate_tokens(
         model.train(was_training)
 
 
+def sample_texts(
+    model: GPT,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    seed: int = 0,
+    **kwargs,
+) -> list[str]:
+    """num_samples continuations of prompt (prompt included), as text, generated as one batch
+    on the model's device with a generator seeded by seed; kwargs as for generate_tokens."""
+    device = model.wte.weight.device
+    idx = torch.tensor([tokenizer.encode(prompt)] * num_samples, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, idx, max_new_tokens, generator=generator, **kwargs)
+    return [tokenizer.decode(row) for row in out.tolist()]
+
+
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
     """idx (B, T) extended by max_new_tokens tokens (see generate_tokens for the options)."""
     new = list(generate_tokens(model, idx, max_new_tokens, **kwargs))

@@ -133,14 +133,19 @@ def test_bpe_data_path_trains_on_train_only_and_caches(tmp_path, impl):
     book = tmp_path / "book.txt"
     book.write_text(SAMPLE[:3000] + "zebra zebra zebra zebra quux " * 12)  # the end is val
     config = {"kind": "bpe", "vocab_size": 300, "impl": impl, "pattern": None}
-    dm = TokenDataModule(
-        corpus="text_files",
-        paths=[str(book)],
-        block_size=8,
-        tokenizer=config,
-        cache_dir=tmp_path / "cache",
-    )
-    dm.setup()
+
+    def data_module():
+        dm = TokenDataModule(
+            corpus="text_files",
+            paths=[str(book)],
+            block_size=8,
+            tokenizer=config,
+            cache_dir=tmp_path / "cache",
+        )
+        dm.setup()
+        return dm
+
+    dm = data_module()
     assert dm.tokenizer.kind == "bpe" and dm.tokenizer.vocab_size == 300
     assert dm.tokens["train"].dtype.name == "uint16"
     assert int(dm.tokens["train"][-1]) == dm.tokenizer.eot_id  # end-of-text after a document
@@ -148,14 +153,7 @@ def test_bpe_data_path_trains_on_train_only_and_caches(tmp_path, impl):
     assert " zebra" not in learned  # only in val: the tokenizer never saw it
     cached = list((tmp_path / "cache").glob("bpe-*.json"))
     assert len(cached) == 1
-    dm2 = TokenDataModule(
-        corpus="text_files",
-        paths=[str(book)],
-        block_size=8,
-        tokenizer=config,
-        cache_dir=tmp_path / "cache",
-    )
-    dm2.setup()
+    dm2 = data_module()
     assert dm2.tokenizer.merges == dm.tokenizer.merges
 
 

