@@ -125,6 +125,22 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
     }
 
 
+class FinalMetrics(L.Callback):
+    """Collects the run's metrics when fitting ends and logs them while the loggers are still
+    open (logged after fit, they would start a second TensorBoard event file)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.metrics: dict | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.metrics = run_metrics(trainer, pl_module, self.cfg, time.perf_counter() - self.start)
+        log_final_metrics(trainer, self.metrics)
+
+
 def summary_line(metrics: dict, metrics_path: Path) -> str:
     parts = [f"done: {metrics['steps']} steps, {metrics['tokens_seen']:,} tokens"]
     parts.append(f"{metrics['wall_time_s']:.0f} s")
@@ -168,10 +184,10 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
     log_hyperparameters(trainer, cfg)
-    start = time.perf_counter()
+    final = FinalMetrics(cfg)
+    trainer.callbacks.append(final)
     trainer.fit(module, datamodule=datamodule)
-    metrics = run_metrics(trainer, module, cfg, time.perf_counter() - start)
-    log_final_metrics(trainer, metrics)
+    metrics = final.metrics
     if not trainer.is_global_zero:
         return None
     output_dir = Path(cfg.paths.output_dir)

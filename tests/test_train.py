@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, compose_sample
+from hydra.utils import instantiate
 
 import sample as sample_script
 import train as train_script
@@ -112,8 +113,10 @@ def test_bad_config_is_a_clear_error(compose_train):
         train_script.train(cfg)
 
 
-def run(script, *args, cwd):
+def run(script, *args, cwd, pythonpath=None):
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
@@ -287,6 +290,7 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
         "experiment=tiny", "logger=tensorboard", "callbacks.throughput.window_size=5"
     )
     train_script.train(cfg)
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -364,10 +368,12 @@ def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
 
 
 def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
-    """2 gloo processes x batch 4 train like 1 process x batch 8: same seed, so the same
-    initial weights and the same effective batch; only which windows are drawn differs
-    (DistributedSampler's shards vs one shuffled order). Measured here: the val curves agree
-    to ~6e-4, while another seed moves them by ~2e-2; the bound 5e-3 sits between."""
+    """2 gloo processes x batch 4: each rank trains on its own shard of the windows, rank 0
+    alone writes logs, metrics and checkpoints, and the run trains like 1 process x batch 8.
+    Same seed, so the same initial weights and the same effective batch; only which windows
+    are drawn differs (DistributedSampler's shards vs one shuffled order). Measured here: the
+    val curves agree to ~6e-4, while another seed moves them by ~2e-2; the bound 5e-3 sits
+    between."""
     result = run(
         "train.py",
         "experiment=tiny",
@@ -378,7 +384,10 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
         f"paths.cache_dir={cache_dir}",
         "sample.num_samples=0",
         f"hydra.run.dir={tmp_path / 'ddp'}",
+        "+callbacks.windows._target_=window_probe.RecordWindows",
+        f"+callbacks.windows.out_dir={tmp_path / 'windows'}",
         cwd=tmp_path,
+        pythonpath=ROOT / "tests",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
@@ -386,6 +395,33 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
     assert ddp["tokens_seen"] == 20 * 2 * 4 * 32  # two ranks of 4 x 32 tokens per step
     assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
     assert (result.stdout + result.stderr).count("done: 20 steps") == 1  # written once
+
+    # each rank trained on the windows its DistributedSampler shard named, and the shards
+    # are disjoint
+    datamodule = instantiate(compose_train("experiment=tiny").data)
+    datamodule.setup()
+    windows = datamodule.dataset("train", train=True)
+    used = []
+    for rank in (0, 1):
+        record = json.loads((tmp_path / "windows" / f"windows-rank{rank}.json").read_text())
+        assert record["sampler"] == "DistributedSampler" and record["num_replicas"] == 2
+        indices = record["indices"][: 20 * 4]
+        assert len(record["inputs"]) == 20
+        for step, batch in enumerate(record["inputs"]):
+            expected = [windows[i][0].tolist() for i in indices[step * 4 : (step + 1) * 4]]
+            assert batch == expected, (rank, step)
+        used.append(set(indices))
+    assert len(used[0]) == len(used[1]) == 80 and not used[0] & used[1]
+
+    # one TensorBoard event file, one train/loss value per step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(event_files) == 1
+    events = EventAccumulator(str(event_files[0]))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert len(steps) == len(set(steps)) == 20
 
     single_dir = tmp_path / "single"
     train_script.train(compose_train("experiment=tiny", "data.batch_size=8", output_dir=single_dir))
