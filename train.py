@@ -215,4 +215,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # launchers that start jobs in fresh interpreters (submitit, locally or on SLURM) unpickle
+    # the task there: let them import minigpt from this checkout, whatever their directory
+    root = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     main()

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,19 @@ def compose_sample(*overrides: str):
     """conf/sample.yaml composed as sample.py would compose it."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("sample", overrides=list(overrides))
+
+
+def run(script: str, *args: str, cwd: Path, pythonpath: Path | None = None, env=None):
+    """Runs one of the project's scripts as the command line would, output captured."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
+    env.pop("HYDRA_FULL_ERROR", None)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

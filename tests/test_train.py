@@ -4,15 +4,12 @@ import csv
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 
 import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_sample
+from conftest import ROOT, compose_sample, run
 from hydra.utils import instantiate
 
 import sample as sample_script
@@ -111,21 +108,6 @@ def test_bad_config_is_a_clear_error(compose_train):
     cfg = compose_train("experiment=tiny", "model.n_head=3")
     with pytest.raises(ValueError, match="n_embd=32 is not divisible by n_head=3"):
         train_script.train(cfg)
-
-
-def run(script, *args, cwd, pythonpath=None):
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):

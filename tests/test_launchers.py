@@ -1,0 +1,133 @@
+"""Sweeps on a SLURM cluster through hydra-submitit-launcher, and DDP started by srun.
+
+There is no cluster here: tests/fake_slurm holds one-machine stand-ins for `sbatch`,
+`srun` and `sacct` that run a job's tasks as local processes under the variables SLURM sets, so the
+real path runs end to end: Hydra's launcher -> submitit's batch script -> srun -> one task
+per device -> Lightning's SLURM environment -> DDP (gloo, CPU)."""
+
+import json
+import os
+import re
+import sys
+
+from conftest import ROOT, run
+from hydra import compose, initialize_config_dir
+
+from minigpt import sweep_report
+
+FAKE_SLURM = ROOT / "tests" / "fake_slurm"
+
+
+def compose_launcher(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return cfg.hydra.launcher
+
+
+def test_slurm_launcher_configs_compose():
+    plain = compose_launcher("hydra/launcher=submitit_slurm")
+    assert plain._target_.endswith("submitit_launcher.SlurmLauncher")
+
+    launcher = compose_launcher(
+        "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"
+    )
+    assert launcher._target_ == plain._target_
+    # one task per device on every node: what Lightning's SLURM environment expects
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    assert launcher.submitit_folder.endswith("/.submitit/%j")
+
+
+def slurm_env(tmp_path):
+    path = os.pathsep.join([str(FAKE_SLURM), os.path.dirname(sys.executable), os.environ["PATH"]])
+    return {
+        "PATH": path,
+        "FAKE_SLURM_RECORD": str(tmp_path / "sbatch.sh"),
+        "FAKE_SLURM_DIR": str(tmp_path / "slurm"),
+    }
+
+
+def test_sweep_on_slurm_runs_each_job_as_ddp_tasks(tmp_path, cache_dir):
+    result = run(
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "experiment=tiny",
+        "seed=1,2",
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+        cwd=tmp_path,
+        env=slurm_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch_script = (tmp_path / "sbatch.sh").read_text()  # what a real sbatch would receive
+    options = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", batch_script, flags=re.M))
+    assert options["array"].startswith("0-1")  # the sweep's two jobs, one array
+    assert (options["nodes"], options["ntasks-per-node"], options["gpus-per-node"]) == (
+        "1",
+        "2",
+        "2",
+    )
+    assert options["partition"] == "gpu" and options["job-name"] == "train"
+    assert "srun" in batch_script and "submitit.core._submit" in batch_script
+
+    (sweep,) = (tmp_path / "outputs").glob("*/*")
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["steps"] == 20
+        assert metrics["tokens_seen"] == 20 * 2 * 8 * 32  # two ranks of 8 x 32 per step
+        assert len(list((sweep / job / "tensorboard").glob("events.*"))) == 1
+    task_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*_0/*_log.*"))
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in task_logs
+    assert "Starting with 2 processes" in task_logs
+    assert [r["status"] for r in sweep_report.write_report(sweep)] == ["done", "done"]
+
+
+def test_ddp_started_by_srun(tmp_path, cache_dir):
+    """The docs' `srun python train.py trainer=ddp ...`: srun starts one process per task;
+    Lightning takes ranks from SLURM instead of starting processes itself."""
+    env = slurm_env(tmp_path) | {
+        "SLURM_JOB_ID": "4321",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_NODELIST": "localhost",
+    }
+    result = run(
+        "tests/fake_slurm/srun",
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output and "Starting with 2 processes" in output
+    assert output.count("done: 20 steps, 10,240 tokens") == 1  # rank 0 alone reports
+
+
+def test_a_failing_slurm_job_fails_the_sweep_with_its_error(tmp_path, cache_dir):
+    result = run(
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm",
+        "experiment=tiny",
+        "scheduler.warmup_steps=100",  # more than the 20 steps: the job exits with an error
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+        cwd=tmp_path,
+        env=slurm_env(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "error: scheduler needs 0 <= warmup_steps < decay_steps" in result.stderr
