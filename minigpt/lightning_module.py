@@ -43,6 +43,7 @@ class GPTLightningModule(L.LightningModule):
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.val_history: list[tuple[int, float]] = []  # (step, val/loss) of each validation
         self.val_tokens_per_byte = 0.0  # set from the data to log val/bpb
+        self._grad_norm: torch.Tensor | None = None  # this step's, when logged
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -84,21 +85,34 @@ class GPTLightningModule(L.LightningModule):
             self.val_history.append((self.global_step, loss))
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # 16-mixed with a fused optimizer: Lightning leaves the gradients scaled for the
+            # fused step to unscale; unscale them now so that the norm and the clipping see
+            # the true gradients (the scaler's step then knows they are unscaled)
+            scaler.unscale_(optimizer)
+        self._grad_norm = None
         if self._is_logging_step():  # the gradient norm before clipping
             grads = [p.grad for p in self.parameters() if p.grad is not None]
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+            self._grad_norm = torch.nn.utils.get_total_norm(grads)
+            self.log("train/grad_norm", self._grad_norm)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Lightning's mixed-precision plugin refuses to clip for optimizers that unscale
-        gradients themselves (fused AdamW). Without a GradScaler (fp32, bf16) the gradients
-        are not scaled at all, so clip by norm here; with one, let Lightning decide."""
-        no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
-        if gradient_clip_val and no_scaler and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        """Clips here: Lightning's mixed-precision plugin refuses to clip for optimizers that
+        unscale gradients inside their step (fused AdamW); on_before_optimizer_step has
+        already unscaled them. Reuses the norm logged this step, if any."""
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        parameters = [p for p in self.parameters() if p.grad is not None]
+        if self._grad_norm is None:
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            torch.nn.utils.clip_grads_with_norm_(parameters, gradient_clip_val, self._grad_norm)
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.model.param_groups())

@@ -338,6 +338,93 @@ def test_bf16_mixed_precision_trains_on_cpu(compose_train, tmp_path):
     assert math.isfinite(bf16) and abs(bf16 - fp32) < 0.1
 
 
+@pytest.mark.parametrize("log_every", [1, 50])
+def test_gradient_clipping_bounds_the_update_norm(compose_train, tmp_path, log_every):
+    """Plain SGD at lr 1: the first update is minus the clipped gradient, so its norm is the
+    clip value (the gradient's own norm is ~2). On logging steps the clipping reuses the
+    logged norm; on the others it computes its own."""
+
+    class FirstUpdate(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.before = [p.detach().clone() for p in pl_module.parameters()]
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 0:
+                after = list(pl_module.parameters())
+                deltas = [p.detach() - b for p, b in zip(after, self.before, strict=True)]
+                self.norm = float(torch.nn.utils.get_total_norm(deltas))
+
+    cfg = compose_train(
+        "experiment=tiny",
+        "callbacks=none",
+        "logger=csv",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=0",
+        f"trainer.log_every_n_steps={log_every}",
+        "trainer.gradient_clip_val=0.1",
+        "scheduler=constant",
+        "scheduler.warmup_steps=0",
+        "optimizer._target_=torch.optim.SGD",
+        "~optimizer.betas",
+        "~optimizer.eps",
+        "~optimizer.fused",
+        "optimizer.lr=1.0",
+        "optimizer.weight_decay=0.0",
+    )
+    L.seed_everything(cfg.seed)
+    datamodule, module, trainer = train_script.build(cfg)
+    first = FirstUpdate()
+    trainer.callbacks.append(first)
+    trainer.fit(module, datamodule=datamodule)
+    assert first.norm == pytest.approx(0.1, rel=1e-4)
+    if log_every == 1:
+        logged = column(read_csv_metrics(tmp_path), "train/grad_norm")
+        assert [step for step, _ in logged] == [0, 1]
+        assert all(norm > 1 for _, norm in logged)  # clipping did bite
+
+
+def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train):
+    """16-mixed on a GPU scales the loss (a GradScaler) and our AdamW is fused, which
+    Lightning leaves scaled and refuses to clip. A CPU GradScaler takes the same path here:
+    training runs, and the logged (pre-clip) gradient norms are those of a 32-bit run, not
+    65536 times larger."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    class GradNorms(L.Callback):
+        def __init__(self):
+            self.norms = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.norms.append(float(trainer.callback_metrics["train/grad_norm"]))
+
+    def grad_norms(**precision):
+        cfg = compose_train("experiment=tiny", "logger=none", "callbacks=none")
+        L.seed_everything(cfg.seed)
+        datamodule, module, _ = train_script.build(cfg)
+        norms = GradNorms()
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=5,
+            gradient_clip_val=1.0,
+            limit_val_batches=0,
+            log_every_n_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=[norms],
+            **precision,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        return trainer, norms.norms
+
+    scaler = torch.amp.GradScaler("cpu")
+    trainer, scaled = grad_norms(plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert trainer.precision_plugin.scaler is scaler and scaler.get_scale() > 1
+    assert trainer.optimizers[0].defaults["fused"]
+    _, full = grad_norms(precision="32-true")
+    assert len(scaled) == 5 and scaled == pytest.approx(full, rel=1e-2)
+
+
 def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
     from minigpt.model import GPT, GPTConfig
 
