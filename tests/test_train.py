@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 import sample as sample_script
 import train as train_script
-from minigpt import sweep_report
+from minigpt import callbacks, sweep_report
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
 
 
@@ -265,9 +265,11 @@ def test_sample_prompt_sources_and_edge_cases(tiny_run, tmp_path, capsys):
         sample_in_process(checkpoint, "prompt_file=nowhere.txt")
 
 
-def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
+def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # a CPU has no peak in the tables: give it one, to see MFU computed and logged
+    monkeypatch.setattr(callbacks, "peak_flops", lambda device, dtype: 1e12)
     cfg = compose_train(
         "experiment=tiny", "logger=tensorboard", "callbacks.throughput.window_size=5"
     )
@@ -284,6 +286,7 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path):
     # FLOPs/s = tokens/s x FLOPs per token of the model (6N + attention), as MFU uses
     model = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")[0]
     assert flops_per_s == pytest.approx(tokens_per_s * model.flops_per_token(), rel=1e-3)
+    assert events.Scalars("train/device/mfu")[-1].value == pytest.approx(flops_per_s / 1e12)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     final = events.Scalars("hp/best_val_loss")[-1]
     assert final.value == pytest.approx(metrics["best_val_loss"]) and final.step == 20
