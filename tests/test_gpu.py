@@ -1,8 +1,13 @@
 """The GPU side: default precision, the peak-FLOPs table (both run anywhere), and training
 checks that need a CUDA GPU (they skip on machines without one)."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
+from conftest import ROOT
 
 import train as train_script
 from minigpt.callbacks import gpu_model, peak_flops
@@ -62,3 +67,20 @@ def test_peak_flops_dense_and_tf32_and_lightnings_table(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L4")
     assert peak_flops(cuda, torch.bfloat16) == 121e12  # from Lightning's table
     assert peak_flops(torch.device("cpu"), torch.float32) is None
+
+
+def test_gpu_benchmark_script_runs_its_smoke_check(tmp_path):
+    """benchmarks/gpu.py is run on lent GPU machines only; its --smoke mode takes the same
+    code path on the CPU (tiny model, three precisions), so it is not first tried there."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["run"] for r in rows] == ["32-true", "bf16-mixed", "16-mixed"]
+    for row in rows:
+        assert row["steps"] == 30 and row["final_val_loss"] < 4.2 and row["tokens_per_s"] > 0
+        assert row["mfu"] is None  # no peak for a CPU
