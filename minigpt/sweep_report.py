@@ -2,8 +2,10 @@
 
 Writes `report.md` and `report.csv` (one row per job: its overrides, best val/loss, val/bpb,
 steps, wall time, checkpoint; best first) and `val_curves.png` (every finished job's
-validation curve) into the multirun directory. Jobs without metrics.json are listed as
-running or failed; jobs whose loss diverged, as diverged.
+validation curve) into the multirun directory. The Markdown table and the plot show only the
+overrides that differ between jobs (those common to all are listed once); the CSV has them
+all. Jobs without metrics.json are listed as running or failed; jobs whose loss diverged,
+as diverged.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def job_row(job: Path) -> dict:
     overrides_file = job / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    row = {"job": int(job.name), "overrides": " ".join(overrides or []), "curve": []}
+    overrides = overrides or []
+    row = {"job": int(job.name), "overrides": " ".join(overrides), "curve": []}
+    row["override_list"] = overrides
     metrics_file = job / "metrics.json"
     if not metrics_file.exists():
         return row | {"status": "running or failed"}
@@ -60,10 +64,16 @@ def sort_key(row: dict):
     return (loss is None, loss if loss is not None else 0.0, row["job"])
 
 
-def fmt(value) -> str:
+def fmt(value, digits: int = 4) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def cell(row: dict, column: str) -> str:
+    if column == "overrides":
+        return row["differs"]
+    return fmt(row.get(column), 1 if column == "wall s" else 4)
 
 
 def write_report(sweep_dir: Path) -> list[dict]:
@@ -73,13 +83,20 @@ def write_report(sweep_dir: Path) -> list[dict]:
     rows = sorted((job_row(job) for job in job_dirs(sweep_dir)), key=sort_key)
     if not rows:
         raise ValueError(f"{sweep_dir} has no numbered job directories: is it a multirun?")
+    common = [o for o in rows[0]["override_list"] if all(o in r["override_list"] for r in rows)]
+    if len(rows) == 1:
+        common = []
+    for row in rows:
+        row["differs"] = " ".join(o for o in row["override_list"] if o not in common)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         writer.writerows([[fmt(row.get(c)) for c in COLUMNS] for row in rows])
-    lines = [f"# Sweep {sweep_dir}", "", "| " + " | ".join(COLUMNS) + " |"]
-    lines.append("|" + " --- |" * len(COLUMNS))
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    lines = [f"# Sweep {sweep_dir}", ""]
+    if common:
+        lines += [f"Every job: `{' '.join(common)}`", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row, c) for c in COLUMNS) + " |" for row in rows]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     plot_curves(rows, sweep_dir / "val_curves.png")
     return rows
@@ -95,7 +112,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     for row in rows:
         if row["curve"]:
             steps, losses = zip(*row["curve"], strict=True)
-            ax.plot(steps, losses, marker="o", label=f"{row['job']}: {row['overrides']}"[:80])
+            ax.plot(steps, losses, marker="o", label=f"{row['job']}: {row['differs']}"[:80])
     ax.set_xlabel("step")
     ax.set_ylabel("val/loss")
     ax.set_title("validation curves, best first")

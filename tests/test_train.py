@@ -182,13 +182,17 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     # the sweep report, with a third job that has not finished
     sweep = jobs[0].parent.parent
     (sweep / "2" / ".hydra").mkdir(parents=True)
-    (sweep / "2" / ".hydra" / "overrides.yaml").write_text("- seed=3\n")
+    overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
+    (sweep / "2" / ".hydra" / "overrides.yaml").write_text(overrides.replace("seed=1", "seed=3"))
     rows = sweep_report.write_report(sweep)
     assert [r["status"] for r in rows] == ["done", "done", "running or failed"]
     assert rows[0]["best val/loss"] <= rows[1]["best val/loss"]  # best first
     assert "seed=1" in rows[0]["overrides"] or "seed=1" in rows[1]["overrides"]
     table = (sweep / "report.md").read_text()
     assert table.count("\n| ") == 5 and "running or failed" in table  # header, rule, 3 jobs
+    # the table shows what differs between jobs; what they share is listed once
+    assert "Every job: `experiment=tiny trainer.max_steps=10" in table
+    assert "| 2 | running or failed | seed=3 |" in table
     with open(sweep / "report.csv") as f:
         assert len(list(csv.reader(f))) == 4
     assert (sweep / "val_curves.png").stat().st_size > 1000
