@@ -1,6 +1,7 @@
 """The GPU side: default precision, the peak-FLOPs table (both run anywhere), and training
 checks that need a CUDA GPU (they skip on machines without one)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -84,3 +85,24 @@ def test_gpu_benchmark_script_runs_its_smoke_check(tmp_path):
     for row in rows:
         assert row["steps"] == 30 and row["final_val_loss"] < 4.2 and row["tokens_per_s"] > 0
         assert row["mfu"] is None  # no peak for a CPU
+
+
+@pytest.mark.parametrize("data", [None, "tinyshakespeare.txt"])
+def test_gpu_benchmark_runs_compose_to_the_shakespeare_char_config(compose_train, data):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    args = argparse.Namespace(smoke=False, data=data, steps=1000)
+    configs = {name: compose_train(*overrides) for name, overrides in gpu.runs(args)}
+    assert list(configs) == ["bf16-mixed", "bf16-mixed, compiled", "16-mixed"]
+    for name, cfg in configs.items():
+        assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size) == (6, 384, 256)
+        assert cfg.trainer.accelerator == "gpu" and cfg.data.batch_size == 64
+        assert cfg.trainer.precision == name.split(",")[0]
+        assert cfg.compile == name.endswith("compiled")
+        steps = 500 if name == "16-mixed" else 1000
+        assert cfg.scheduler.decay_steps == cfg.trainer.max_steps == steps
+        if data:
+            assert cfg.data.paths[0].endswith("tinyshakespeare.txt")
+        else:
+            assert cfg.data.corpus == "shakespeare"
