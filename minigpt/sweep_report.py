@@ -83,9 +83,8 @@ def write_report(sweep_dir: Path) -> list[dict]:
     rows = sorted((job_row(job) for job in job_dirs(sweep_dir)), key=sort_key)
     if not rows:
         raise ValueError(f"{sweep_dir} has no numbered job directories: is it a multirun?")
-    common = [o for o in rows[0]["override_list"] if all(o in r["override_list"] for r in rows)]
-    if len(rows) == 1:
-        common = []
+    shared = [o for o in rows[0]["override_list"] if all(o in r["override_list"] for r in rows)]
+    common = shared if len(rows) > 1 else []  # a lone job's overrides all stay in its row
     for row in rows:
         row["differs"] = " ".join(o for o in row["override_list"] if o not in common)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
