@@ -16,12 +16,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.callbacks import StepTimer
+from minigpt.callbacks import LoggingStepProgressBar, StepTimer, StopAtValLoss
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.lightning_module import GPTLightningModule
@@ -39,17 +40,23 @@ def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
-    """Data module, LightningModule and Trainer from a composed config."""
-    datamodule = instantiate(cfg.data)
+def build(
+    cfg: DictConfig, datamodule: L.LightningDataModule | None = None
+) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
+    """Data module, LightningModule and Trainer from a composed config (the data module
+    from cfg.data unless one is given: it needs vocab_size, tokenizer, tokens_per_byte)."""
+    if datamodule is None:
+        datamodule = instantiate(cfg.data)
     datamodule.setup()
     model_config = plain(cfg.model) | {"vocab_size": datamodule.vocab_size}
+    tokenizer = datamodule.tokenizer
     module = GPTLightningModule(
         model=model_config,
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
-        tokenizer=datamodule.tokenizer.to_dict(),
+        tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
         compile=cfg.compile,
+        compile_mode=cfg.compile_mode,
     )
     module.val_tokens_per_byte = datamodule.tokens_per_byte("val")
     # for the ThroughputMonitor's MFU: training FLOPs of one batch at full context
@@ -60,6 +67,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GPTLightningModule, L
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.stop_at_val_loss is not None:
+        callbacks.append(StopAtValLoss(cfg.stop_at_val_loss))
+    if cfg.trainer.enable_progress_bar:
+        # redrawn (and so reading values from the device) on logging steps only
+        batches = cfg.trainer.log_every_n_steps * cfg.trainer.accumulate_grad_batches
+        callbacks.append(LoggingStepProgressBar(refresh_rate=batches))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
@@ -92,6 +105,11 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (a recompile adds one)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
 def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig, wall_s: float):
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
@@ -105,6 +123,8 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
     best = min(history, key=lambda h: h[1]) if history and not diverged else None
     bits_per_nat_token = module.val_tokens_per_byte / math.log(2)  # val/loss -> val/bpb
     world = trainer.world_size * trainer.accumulate_grad_batches
+    target = cfg.stop_at_val_loss
+    first_below = next((step for step, v in history if target is not None and v < target), None)
     return {
         "diverged": diverged,
         "best_val_loss": best[1] if best else None,
@@ -120,6 +140,8 @@ def run_metrics(trainer: L.Trainer, module: GPTLightningModule, cfg: DictConfig,
         "wall_time_s": round(wall_s, 2),
         "median_step_ms": timer.median_ms if timer else None,
         "parameters": module.model.num_parameters(),
+        "stop_at_val_loss": target,
+        "target_step": first_below,  # the first validation below stop_at_val_loss
         "best_checkpoint": (best_path or None) if not diverged else None,
         "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
     }
@@ -135,9 +157,12 @@ class FinalMetrics(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.perf_counter()
+        self.graphs_before = compiled_graphs()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics = run_metrics(trainer, pl_module, self.cfg, time.perf_counter() - self.start)
+        # 1 with compile=true: the training step, compiled once and never again
+        self.metrics["compiled_graphs"] = compiled_graphs() - self.graphs_before
         log_final_metrics(trainer, self.metrics)
 
 
@@ -151,6 +176,8 @@ def summary_line(metrics: dict, metrics_path: Path) -> str:
         line += f" | best val/loss {metrics['best_val_loss']:.4f} (step {metrics['best_val_step']})"
         line += f" | final val/loss {metrics['final_val_loss']:.4f}"
         line += f" | final val/bpb {metrics['final_val_bpb']:.4f}"
+    if metrics["target_step"] is not None:
+        line += f" | below {metrics['stop_at_val_loss']} at step {metrics['target_step']}"
     return f"{line} | {metrics_path}"
 
 
@@ -182,6 +209,8 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
 def train(cfg: DictConfig) -> float | None:
     """Fits the model described by cfg; returns cfg.optimized_metric."""
     L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():  # how float32 matmuls run on a GPU (32-true runs)
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule, module, trainer = build(cfg)
     log_hyperparameters(trainer, cfg)
     final = FinalMetrics(cfg)

@@ -1,20 +1,27 @@
-"""The GPU checks and figures, in one run on a CUDA machine:
+"""The GPU checks and figures, in one run on a CUDA machine (about 8 minutes on an H100/H200):
 
-    python benchmarks/gpu.py [--data tinyshakespeare.txt] [--steps 1000] [--out gpu-runs]
+    python benchmarks/gpu.py --out DIR --nanogpt NANOGPT_CHECKOUT --data tinyshakespeare.txt
 
-1. the GPU tests (`pytest -m gpu tests/test_gpu.py`);
-2. nanoGPT's shakespeare_char configuration (`experiment=nanogpt_shakespeare_char`: 6 layers,
-   384 wide, block 256, batch 64) for --steps steps in bf16-mixed, eager and torch.compile;
-3. the same in 16-mixed (a GradScaler), eager, for half the steps.
+Phases, each in a fresh process with its own time limit, in order of importance; a phase
+that would not fit in what is left of --budget seconds is skipped and says so:
+1. the machine: device, torch, Python, `pip list` (pip-list.txt), which imports are missing;
+2. throughput, GPT-2 124M (12x12x768, block 1024, vocab 50304) on random tokens, batch 12,
+   bf16, torch.compile: nanoGPT's `bench.py`, then ours (`experiment=gpt2_124m` through
+   train.py's `build` and Lightning's `fit`, timed by StepTimer's CUDA events);
+3. time to quality, nanoGPT's shakespeare_char configuration: wall time from launch until
+   the first validation below --target (1.48): nanoGPT's `train.py
+   config/train_shakespeare_char.py` (stopped when it prints such a val loss), then ours
+   (`experiment=nanogpt_shakespeare_char stop_at_val_loss=1.48`, compiled and eager);
+4. the GPU tests (`pytest -m gpu`): learning in bf16-mixed, 16-mixed and compiled, bf16
+   against fp32, one compiled graph with sampling on, no device reads between logging steps;
+5. extras as time allows: ours at batch 32 (MFU), ours with compile_mode=reduce-overhead.
 
-Without --data the runs use the embedded corpus (data=shakespeare) instead of a text file.
-Each run is a fresh `python train.py` process. Prints, per run: final val loss, median step
-time, tokens/s, MFU (model FLOPs per token x tokens/s over the card's dense peak,
-minigpt.callbacks.peak_flops) and the MFU the ThroughputMonitor logged, then a Markdown table
-and JSON lines for benchmarks/RESULTS.md.
+Writes into --out: figures.json (every figure, rewritten after each phase), run.log (each
+phase's command and output), pip-list.txt and runs.tar.gz (metrics.json, configs and
+TensorBoard logs of our runs). Prints Markdown tables at the end.
 
-`--smoke` runs the same on the CPU with experiment=tiny in seconds (no compile, no GPU
-tests): a check of the script itself.
+`--smoke` runs every phase on the CPU with tiny sizes and no compile: a check of this script
+(the test suite runs it without --nanogpt; nanoGPT's phases then say skipped).
 """
 
 from __future__ import annotations
@@ -23,8 +30,14 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,113 +46,495 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigpt.callbacks import peak_flops  # noqa: E402
-from minigpt.checkpoint import load_checkpoint  # noqa: E402
+GPT2_VOCAB = 50304  # GPT-2's 50257 rounded up to a multiple of 64, as nanoGPT's bench.py
+GPU_TESTS = ["tests/test_gpu.py", "tests/test_step_path.py"]
+IMPORTS = ["lightning", "hydra", "omegaconf", "torchmetrics", "tensorboard", "shksprdata", "rich"]
 
-DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": torch.float32}
+
+# ---------------------------------------------------------------------------- our workers
 
 
-def runs(args) -> list[tuple[str, list[str]]]:
-    """(name, train.py overrides) of every run."""
-    if args.smoke:
-        base = ["experiment=tiny", "trainer.accelerator=cpu", "trainer.max_steps=30"]
-        return [
-            ("32-true", [*base, "trainer.precision=32-true"]),
-            ("bf16-mixed", [*base, "trainer.precision=bf16-mixed"]),
-            ("16-mixed", [*base, "trainer.precision=16-mixed"]),
-        ]
-    data = [f"data.paths=[{Path(args.data).resolve()}]"] if args.data else ["data=shakespeare"]
-    base = [
-        "experiment=nanogpt_shakespeare_char",
-        *data,
-        "trainer=gpu",
-        f"trainer.val_check_interval={args.steps // 2}",
-        "trainer.limit_val_batches=50",
-    ]
-    full = [f"trainer.max_steps={args.steps}", f"scheduler.decay_steps={args.steps}"]
-    half = [f"trainer.max_steps={args.steps // 2}", f"scheduler.decay_steps={args.steps // 2}"]
+class SyntheticTokens:
+    """Random token batches (the same ones every run), for throughput: a LightningDataModule
+    in all but name, with what train.build needs (vocab_size, tokenizer, tokens_per_byte)."""
+
+    def __init__(self, vocab_size: int, block_size: int, batch_size: int, batches: int = 64):
+        generator = torch.Generator().manual_seed(0)
+        shape = (batches, batch_size, block_size + 1)
+        self.windows = torch.randint(vocab_size, shape, generator=generator)
+        self.vocab_size, self.tokenizer = vocab_size, None
+
+    def setup(self, stage=None) -> None:
+        pass
+
+    def tokens_per_byte(self, split: str) -> float:
+        return 0.0  # no text: no bits per byte
+
+    def as_datamodule(self):
+        import lightning as L
+        from torch.utils.data import DataLoader, Dataset
+
+        windows = self.windows
+
+        class Batches(Dataset):  # batch i: the stored batch i mod their number
+            def __len__(self):
+                return 1_000_000
+
+            def __getitem__(self, i):
+                window = windows[i % len(windows)]
+                return window[:, :-1], window[:, 1:]
+
+        class Data(L.LightningDataModule):
+            def train_dataloader(self):
+                return DataLoader(Batches(), batch_size=None, pin_memory=torch.cuda.is_available())
+
+        return Data()
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def throughput_overrides(smoke: bool, batch: int, steps: int, compile_mode=None) -> list[str]:
+    """Ours for throughput: GPT-2 124M (`experiment=gpt2_124m`) in bf16, compiled, one
+    batch per optimizer step, no validation, no checkpoint, no text samples."""
+    if smoke:
+        shape = ["model=tiny", "trainer.accelerator=cpu", "trainer.precision=32-true"]
+        shape += ["compile=false"]
+    else:
+        shape = ["experiment=gpt2_124m", "trainer=gpu", "trainer.precision=bf16-mixed"]
+        shape += ["compile=true", f"compile_mode={compile_mode or 'null'}"]
     return [
-        ("bf16-mixed", [*base, *full, "trainer.precision=bf16-mixed", "compile=false"]),
-        ("bf16-mixed, compiled", [*base, *full, "trainer.precision=bf16-mixed", "compile=true"]),
-        ("16-mixed", [*base, *half, "trainer.precision=16-mixed", "compile=false"]),
+        *shape,
+        f"data.batch_size={batch}",
+        "trainer.accumulate_grad_batches=1",
+        f"trainer.max_steps={steps}",
+        "scheduler.warmup_steps=2",
+        f"scheduler.decay_steps={steps}",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "~callbacks.model_checkpoint",
+        "~callbacks.text_samples",
+        "sample.num_samples=0",
     ]
 
 
-def logged_mfu(run_dir: Path) -> float | None:
-    """The last train/device/mfu the ThroughputMonitor wrote to TensorBoard."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def quality_overrides(smoke: bool, data: str | None, target: float, extra: list[str]):
+    """Ours for time to quality: nanoGPT's shakespeare_char configuration on its text,
+    stopping at the first validation below target."""
+    data = ["data=text_files", f"data.paths=[{data}]"] if data else ["data=shakespeare"]
+    if smoke:
+        base = ["experiment=tiny", *data, "trainer.max_steps=40", "trainer.val_check_interval=10"]
+        base += ["trainer.limit_val_batches=5"]
+        extra = [o.replace("compile=true", "compile=false") for o in extra]  # no CPU compile
+        extra = [o for o in extra if not o.startswith("compile_mode")]
+    else:
+        base = ["experiment=nanogpt_shakespeare_char", *data, "trainer=gpu"]
+    return [*base, *extra, f"stop_at_val_loss={target}", "sample.num_samples=0"]
 
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    if "train/device/mfu" not in events.Tags()["scalars"]:
+
+def throughput_worker(args) -> None:
+    """Ours: GPT-2 124M on random tokens through train.build and Lightning's fit; prints one
+    JSON line with the step times StepTimer measured."""
+    import lightning as L
+
+    import train as train_script
+    from minigpt.callbacks import StepTimer, peak_flops
+
+    overrides = throughput_overrides(args.smoke, args.batch, args.steps, args.compile_mode)
+    cfg = compose([*overrides, f"paths.output_dir={args.run_dir}"])
+    vocab = 65 if args.smoke else GPT2_VOCAB
+    synthetic = SyntheticTokens(vocab, cfg.model.block_size, args.batch)
+    L.seed_everything(cfg.seed)
+    _, module, trainer = train_script.build(cfg, datamodule=synthetic)
+    trainer.fit(module, datamodule=synthetic.as_datamodule())
+    timer = next(c for c in trainer.callbacks if isinstance(c, StepTimer))
+    step_ms = timer.step_ms[args.warmup :]  # the first steps include compiling
+    median = sorted(step_ms)[len(step_ms) // 2]
+    tokens = args.batch * cfg.model.block_size
+    device = trainer.strategy.root_device
+    peak = peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    flops_per_token = module.model.flops_per_token()
+    print(
+        json.dumps(
+            {
+                "steps_timed": len(step_ms),
+                "median_step_ms": round(median, 3),
+                "mean_step_ms": round(sum(step_ms) / len(step_ms), 3),
+                "tokens_per_s": round(tokens / median * 1000),
+                "mfu": round(tokens / median * 1000 * flops_per_token / peak, 4) if peak else None,
+                "flops_per_token": flops_per_token,
+                "parameters": module.model.num_parameters(),
+            }
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- the phases
+
+
+class Session:
+    """The output folder, the log, the figures and the time budget of one run."""
+
+    def __init__(self, args):
+        self.args, self.start = args, time.monotonic()
+        self.out = Path(args.out).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(args.work or tempfile.mkdtemp(prefix="minigpt-gpu-")).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.out / "run.log", "a")  # noqa: SIM115 - open for the whole run
+        self.figures: dict = {}
+
+    def left(self) -> float:
+        return self.args.budget - (time.monotonic() - self.start)
+
+    def record(self, name: str, value) -> None:
+        self.figures[name] = value
+        path = self.out / "figures.json"
+        path.with_suffix(".tmp").write_text(json.dumps(self.figures, indent=1))
+        os.replace(path.with_suffix(".tmp"), path)
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        self.log.write(text + "\n")
+        self.log.flush()
+
+    def fits(self, name: str, need_s: float) -> bool:
+        if self.left() >= need_s:
+            self.say(f"\n== {name} ({self.left():.0f} s of the budget left)")
+            return True
+        self.say(f"\n== {name}: skipped, needs ~{need_s:.0f} s, {self.left():.0f} s left")
+        self.record(name, {"skipped": f"needs ~{need_s:.0f} s, {self.left():.0f} s left"})
+        return False
+
+    def run(self, command, cwd: Path, limit_s: float, env=None, watch=None, stop=False):
+        """Runs command, its output into run.log; returns (exit code, wall s, output, the
+        seconds from launch until watch(line) first held, or None). With stop, that line
+        ends the process (nanoGPT's runs have no stop of their own)."""
+        self.say("$ " + " ".join(str(c) for c in command))
+        environment = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
+        start = time.monotonic()
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        lines, seen_at = [], None
+        limit = min(limit_s, max(self.left(), 1.0))
+        # a process silent past its limit is killed by the timer (the loop waits on lines)
+        timer = threading.Timer(limit, os.killpg, (process.pid, signal.SIGKILL))
+        timer.start()
+        for line in process.stdout:
+            lines.append(line)
+            self.log.write(line)
+            if watch is not None and seen_at is None and watch(line):
+                seen_at = time.monotonic() - start
+                if stop:
+                    os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        timer.cancel()
+        if time.monotonic() - start >= limit:
+            self.say(f"(stopped at its limit of {limit:.0f} s)")
+        wall = time.monotonic() - start
+        self.log.flush()
+        code = 0 if stop and seen_at is not None else process.returncode
+        return code, wall, "".join(lines), seen_at
+
+
+def machine(session: Session) -> None:
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    info = {
+        "device": card,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_cores": os.cpu_count(),
+    }
+    missing = []
+    for name in IMPORTS:
+        try:
+            __import__(name)
+        except ImportError as error:
+            missing.append(f"{name} ({error})")
+    info["missing_imports"] = missing
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "list"], capture_output=True, text=True, check=False
+    )
+    (session.out / "pip-list.txt").write_text(pip.stdout + pip.stderr)
+    versions = dict(
+        line.split()[:2] for line in pip.stdout.splitlines()[2:] if len(line.split()) >= 2
+    )
+    info["packages"] = {
+        name: versions.get(name)
+        for name in ("lightning", "hydra-core", "omegaconf", "torchmetrics", "datasets", "triton")
+    }
+    session.say(json.dumps(info))
+    session.record("machine", info)
+
+
+def gpu_tests(session: Session) -> None:
+    if session.args.smoke:
+        session.record("tests", {"skipped": "smoke: the GPU tests skip on a CPU"})
+        return
+    if not session.fits("tests", 60):
+        return
+    code, wall, output, _ = session.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS],
+        cwd=ROOT,
+        limit_s=200,
+        env={"MINIGPT_TEST_CACHE_DIR": str(Path(session.args.cache_dir or "").resolve())}
+        if session.args.cache_dir
+        else {},
+    )
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    session.say(f"tests: exit {code}, {wall:.0f} s: {summary}")
+    session.record("tests", {"exit": code, "wall_s": round(wall, 1), "summary": summary})
+
+
+def nanogpt_copy(session: Session) -> Path | None:
+    """A scratch copy of the nanoGPT checkout (its runs write data and checkpoints there)."""
+    if not session.args.nanogpt:
         return None
-    return events.Scalars("train/device/mfu")[-1].value
+    copy = session.work / "nanogpt"
+    if not copy.exists():
+        shutil.copytree(session.args.nanogpt, copy, ignore=shutil.ignore_patterns(".git"))
+    return copy
 
 
-def train(name: str, overrides: list[str], run_dir: Path) -> dict:
-    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
-    print(f"== {name}: {' '.join(command[2:])}", flush=True)
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        print(result.stdout[-3000:], result.stderr[-5000:], sep="\n")
-        raise SystemExit(f"error: the {name} run failed (exit {result.returncode})")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    precision = next(o.split("=")[1] for o in overrides if o.startswith("trainer.precision="))
-    model, _ = load_checkpoint(metrics["last_checkpoint"])
-    tokens_per_step = metrics["tokens_seen"] / metrics["steps"]
-    tokens_per_s = tokens_per_step / (metrics["median_step_ms"] / 1000)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = peak_flops(device, DTYPES[precision])
-    return {
-        "run": name,
-        "steps": metrics["steps"],
-        "final_val_loss": round(metrics["final_val_loss"], 4),
-        "median_step_ms": round(metrics["median_step_ms"], 2),
-        "tokens_per_s": round(tokens_per_s),
-        "mfu": round(tokens_per_s * model.flops_per_token() / peak, 4) if peak else None,
-        "logged_mfu": logged_mfu(run_dir),
+def nanogpt_throughput(session: Session, name: str) -> None:
+    nanogpt = nanogpt_copy(session)
+    if nanogpt is None:
+        session.record(name, {"skipped": "no --nanogpt checkout"})
+        return
+    if not torch.cuda.is_available():
+        session.record(name, {"skipped": "nanoGPT's bench.py needs CUDA"})
+        return
+    if not session.fits(name, 60):
+        return
+    settings = ["--real_data=False", "--seed=1337"]
+    if session.args.smoke:
+        settings += ["--device=cpu", "--compile=False", "--dtype=float32"]
+        settings += ["--batch_size=1", "--block_size=32"]
+    else:
+        settings += ["--batch_size=12", "--block_size=1024", "--dtype=bfloat16"]
+    code, wall, output, _ = session.run(
+        [sys.executable, "bench.py", *settings], cwd=nanogpt, limit_s=240
+    )
+    found = re.search(r"time per iteration: ([\d.]+)ms", output)
+    if code or not found:
+        session.record(name, {"failed": f"exit {code}", "wall_s": round(wall, 1)})
+        return
+    ms = float(found.group(1))
+    batch, block = (1, 32) if session.args.smoke else (12, 1024)
+    figure = {"mean_step_ms": ms, "tokens_per_s": round(batch * block / ms * 1000)}
+    figure["wall_s"] = round(wall, 1)
+    session.say(f"{name}: {json.dumps(figure)}")
+    session.record(name, figure)
+
+
+def our_throughput(session: Session, name: str, batch: int, compile_mode=None) -> None:
+    if not session.fits(name, 60):
+        return
+    steps = 12 if session.args.smoke else 50
+    run_dir = session.work / name.replace("/", "-")
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "throughput"]
+    command += [f"--batch={batch}", f"--steps={steps}", f"--run-dir={run_dir}", "--warmup=5"]
+    if compile_mode:
+        command.append(f"--compile-mode={compile_mode}")
+    if session.args.smoke:
+        command.append("--smoke")
+    code, wall, output, _ = session.run(command, cwd=ROOT, limit_s=300)
+    rows = [line for line in output.splitlines() if line.startswith('{"steps_timed"')]
+    if code or not rows:
+        session.record(name, {"failed": f"exit {code}", "wall_s": round(wall, 1)})
+        return
+    figure = json.loads(rows[-1]) | {"batch": batch, "wall_s": round(wall, 1)}
+    session.say(f"{name}: {json.dumps(figure)}")
+    session.record(name, figure)
+
+
+def below(target: float):
+    pattern = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
+
+    def watch(line: str) -> bool:
+        found = pattern.search(line)
+        return bool(found) and float(found.group(2)) < target
+
+    return watch
+
+
+def nanogpt_quality(session: Session, name: str) -> None:
+    nanogpt = nanogpt_copy(session)
+    if nanogpt is None or not session.args.data:
+        session.record(name, {"skipped": "needs --nanogpt and --data"})
+        return
+    if not session.fits(name, 90):
+        return
+    data_dir = nanogpt / "data" / "shakespeare_char"
+    shutil.copy(session.args.data, data_dir / "input.txt")  # prepare.py then downloads nothing
+    prepare = subprocess.run([sys.executable, "prepare.py"], cwd=data_dir, capture_output=True)
+    if prepare.returncode:
+        session.say(prepare.stdout.decode() + prepare.stderr.decode())
+        session.record(name, {"failed": f"prepare.py: exit {prepare.returncode}"})
+        return
+    settings = ["config/train_shakespeare_char.py"]
+    if session.args.smoke:
+        settings += ["--device=cpu", "--compile=False", "--dtype=float32", "--max_iters=40"]
+        settings += ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32"]
+        settings += ["--batch_size=8", "--eval_interval=10", "--eval_iters=5"]
+    code, wall, output, seen_at = session.run(
+        [sys.executable, "train.py", *settings],
+        cwd=nanogpt,
+        limit_s=240,
+        watch=below(session.args.target),
+        stop=True,
+    )
+    evals = re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", output)
+    iter_ms = [float(ms) for ms in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms", output)]
+    figure = {
+        "seconds_to_target": round(seen_at, 1) if seen_at is not None else None,
+        "target_step": int(evals[-1][0]) if seen_at is not None else None,
+        "val_curve": [(int(step), float(loss)) for step, loss in evals],
+        "median_iter_ms": sorted(iter_ms[2:])[len(iter_ms[2:]) // 2] if len(iter_ms) > 2 else None,
         "wall_s": round(wall, 1),
     }
+    session.say(f"{name}: {json.dumps(figure)}")
+    session.record(name, figure)
+
+
+def our_quality(session: Session, name: str, overrides: list[str]) -> None:
+    if not session.args.data and not session.args.smoke:
+        session.record(name, {"skipped": "needs --data"})
+        return
+    if not session.fits(name, 60):
+        return
+    run_dir = session.work / name.replace("/", "-")
+    args = session.args
+    overrides = quality_overrides(args.smoke, args.data, args.target, overrides)
+    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
+    env = {"MINIGPT_CACHE_DIR": str(session.args.cache_dir)} if session.args.cache_dir else {}
+    said = re.compile(r"val/loss [\d.]+ is below stop_at_val_loss")
+    code, wall, output, seen_at = session.run(
+        command, cwd=ROOT, limit_s=240, env=env, watch=lambda line: bool(said.search(line))
+    )
+    metrics_path = run_dir / "metrics.json"
+    if code or not metrics_path.exists():
+        session.record(name, {"failed": f"exit {code}", "wall_s": round(wall, 1)})
+        return
+    metrics = json.loads(metrics_path.read_text())
+    figure = {
+        "seconds_to_target": round(seen_at, 1) if seen_at is not None else None,
+        "target_step": metrics["target_step"],
+        "val_curve": metrics["val_curve"],
+        "median_step_ms": metrics["median_step_ms"],
+        "fit_s": metrics["wall_time_s"],
+        "compiled_graphs": metrics["compiled_graphs"],
+        "wall_s": round(wall, 1),
+    }
+    session.say(f"{name}: {json.dumps(figure)}")
+    session.record(name, figure)
+
+
+def archive_runs(session: Session) -> None:
+    """Our runs' metrics, configs and logs (no checkpoints) into runs.tar.gz."""
+    with tarfile.open(session.out / "runs.tar.gz", "w:gz") as tar:
+        for path in sorted(session.work.rglob("*")):
+            if path.is_file() and "nanogpt" not in path.parts and path.suffix != ".ckpt":
+                tar.add(path, arcname=str(path.relative_to(session.work)))
+
+
+def gpt2_flops_per_token() -> int:
+    """Training FLOPs per token of the GPT-2 124M shape both throughput runs use."""
+    from minigpt.model import GPT, GPTConfig
+
+    shape = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=GPT2_VOCAB)
+    config = GPTConfig(**shape, bias=False, pos_encoding="learned", tie_weights=True)
+    with torch.device("meta"):
+        return GPT(config).flops_per_token()
+
+
+def table(session: Session) -> None:
+    from minigpt.callbacks import peak_flops
+
+    figures = session.figures
+    card = figures["machine"]["device"]
+    session.say(f"\n{card}, torch {torch.__version__}\n")
+    session.say("| throughput, GPT-2 124M | batch | ms/step | tokens/s | MFU |")
+    session.say("| --- | --- | --- | --- | --- |")
+    peak = peak_flops(torch.device("cuda"), torch.bfloat16) if torch.cuda.is_available() else None
+    for name in [k for k in figures if k.startswith("throughput/")]:
+        r = figures[name]
+        if "tokens_per_s" not in r:
+            session.say(f"| {name} | {'; '.join(map(str, r.values()))} | | | |")
+            continue
+        ms = r.get("median_step_ms", r.get("mean_step_ms"))
+        mfu = r["tokens_per_s"] * gpt2_flops_per_token() / peak if peak else None
+        mfu_text = f"{mfu:.1%}" if mfu else "n/a"
+        tokens = f"{r['tokens_per_s']:,}"
+        session.say(f"| {name} | {r.get('batch', 12)} | {ms} | {tokens} | {mfu_text} |")
+    session.say(f"\n| time to val loss < {session.args.target} | s from launch | step | ms/step |")
+    session.say("| --- | --- | --- | --- |")
+    for name in [k for k in figures if k.startswith("quality/")]:
+        r = figures[name]
+        ms = r.get("median_step_ms", r.get("median_iter_ms"))
+        ms = round(ms, 2) if isinstance(ms, float) else ms
+        reached = (r.get("seconds_to_target"), r.get("target_step"))
+        session.say(
+            f"| {name} | {reached[0]} | {reached[1]} | {ms or '; '.join(map(str, r.values()))} |"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="a text file (nanoGPT's tinyshakespeare.txt)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--out", default="gpu-runs", help="where the runs write")
+    parser.add_argument("--out", default="gpu-results", help="figures, logs, archive")
+    parser.add_argument("--work", help="scratch folder for the runs (default: a temp dir)")
+    parser.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT")
+    parser.add_argument("--data", help="nanoGPT's tinyshakespeare.txt")
+    parser.add_argument("--cache-dir", help="a token cache to reuse (MINIGPT_CACHE_DIR)")
+    parser.add_argument("--target", type=float, help="val loss to reach (1.48; smoke: 4.1)")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for all phases")
     parser.add_argument("--smoke", action="store_true", help="tiny runs on the CPU")
+    worker = parser.add_argument_group("worker (one of our throughput runs)")
+    worker.add_argument("--worker", choices=["throughput"])
+    worker.add_argument("--batch", type=int, default=12)
+    worker.add_argument("--steps", type=int, default=50)
+    worker.add_argument("--warmup", type=int, default=5)
+    worker.add_argument("--compile-mode")
+    worker.add_argument("--run-dir")
     args = parser.parse_args()
+    if args.worker:
+        throughput_worker(args)
+        return
+    if args.target is None:
+        args.target = 4.1 if args.smoke else 1.48
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU here; --smoke checks the script on the CPU")
-    if args.steps < 2:
-        raise SystemExit(f"error: --steps={args.steps} must be at least 2")
+    for name in ("nanogpt", "data", "cache_dir"):
+        if getattr(args, name) and not Path(getattr(args, name)).exists():
+            raise SystemExit(f"error: --{name.replace('_', '-')}={getattr(args, name)} not found")
 
-    cpu = f"CPU ({os.cpu_count()} cores)"
-    card = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu
-    print(f"device: {card}; torch {torch.__version__}; Python {platform.python_version()}")
+    session = Session(args)
+    machine(session)
+    nanogpt_throughput(session, "throughput/nanogpt")
+    our_throughput(session, "throughput/ours", batch=12)
+    nanogpt_quality(session, "quality/nanogpt")
+    our_quality(session, "quality/ours-compiled", ["compile=true"])
+    our_quality(session, "quality/ours-eager", ["compile=false"])
+    gpu_tests(session)
+    our_throughput(session, "throughput/ours-b32", batch=4 if args.smoke else 32)
     if not args.smoke:
-        tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"]
-        result = subprocess.run(tests, cwd=ROOT, capture_output=True, text=True)
-        print(result.stdout[-2000:], flush=True)
-        if result.returncode != 0:
-            raise SystemExit(f"error: the GPU tests failed (exit {result.returncode})")
-
-    out = Path(args.out).resolve()
-    results = [train(name, o, out / f"run{i}") for i, (name, o) in enumerate(runs(args))]
-    print(f"\n{card}, torch {torch.__version__}\n")
-    print("| run | steps | final val loss | median step (ms) | tokens/s | MFU | logged MFU |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        logged = f"{r['logged_mfu']:.1%}" if r["logged_mfu"] is not None else "n/a"
-        print(
-            f"| {r['run']} | {r['steps']} | {r['final_val_loss']:.4f} | {r['median_step_ms']} "
-            f"| {r['tokens_per_s']:,} | {mfu} | {logged} |"
-        )
-    for r in results:
-        print(json.dumps({"device": card, "torch": torch.__version__} | r))
+        overhead = ["compile=true", "compile_mode=reduce-overhead"]
+        our_quality(session, "quality/ours-reduce-overhead", overhead)
+    archive_runs(session)
+    table(session)
 
 
 if __name__ == "__main__":

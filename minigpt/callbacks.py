@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
+import sys
 import time
 import warnings
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import _plugin_to_compute_dtype, get_available_flops
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import EarlyStopping, ThroughputMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities import rank_zero_info
 
 from minigpt.sampling import sample_texts
 from minigpt.tokenizers import tokenizer_from_dict
@@ -18,27 +22,89 @@ from minigpt.tokenizers import tokenizer_from_dict
 
 class StepTimer(L.Callback):
     """Wall time of each optimizer step (data, forward, backward, update), leaving out steps
-    that include a validation run. `median_ms` is the figure to compare runs by."""
+    that include a validation run. `median_ms` is the figure to compare runs by.
+
+    On a GPU the host runs ahead of the device between synchronizations, so host clocks
+    would time how fast work is queued. There each step's end is a CUDA event recorded in
+    the stream, read only at validation and at the end (no synchronization per step)."""
 
     def __init__(self):
         self.step_ms: list[float] = []
-        self._last_time: float | None = None
+        self._marks: list = []  # step ends since the last validation: events or host times
         self._last_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
         if trainer.global_step == self._last_step:  # inside gradient accumulation
             return
-        if self._last_time is not None:
-            self.step_ms.append((now - self._last_time) * 1000.0)
-        self._last_time, self._last_step = now, trainer.global_step
+        self._last_step = trainer.global_step
+        if trainer.strategy.root_device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self._last_time = None  # the next step's time would include validation
+    def _collect(self) -> None:
+        marks, self._marks = self._marks, []
+        if len(marks) < 2:
+            return
+        if isinstance(marks[0], torch.cuda.Event):
+            marks[-1].synchronize()
+            self.step_ms += [a.elapsed_time(b) for a, b in itertools.pairwise(marks)]
+        else:
+            self.step_ms += [(b - a) * 1000.0 for a, b in itertools.pairwise(marks)]
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._collect()  # the next step's time would include validation
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._collect()
 
     @property
     def median_ms(self) -> float | None:
+        self._collect()
         return statistics.median(self.step_ms) if self.step_ms else None
+
+
+class LoggingStepProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, redrawn every `refresh_rate` batches (give it the logging
+    interval), with the last logged train/loss. Reading a value from a GPU waits until the
+    device has done all queued work, so values are read only when the bar is redrawn, and
+    the steps in between can be queued while the device works."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = f"{loss.item():.3f}"
+        return metrics
+
+
+class StopAtValLoss(EarlyStopping):
+    """Lightning's EarlyStopping, used for its threshold only: stops training after the
+    first validation whose val/loss is below target (`stop_at_val_loss`), and says so."""
+
+    def __init__(self, target: float):
+        if isinstance(target, bool) or not isinstance(target, int | float) or not target > 0:
+            raise ValueError(f"stop_at_val_loss={target!r} must be a positive number or null")
+        super().__init__(
+            monitor="val/loss",
+            mode="min",
+            stopping_threshold=float(target),
+            patience=sys.maxsize,  # never for lack of progress
+            check_finite=False,  # a diverged run has its own handling
+            strict=False,  # a run without validation just never stops early
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or loss is None or not loss < self.stopping_threshold:
+            return
+        rank_zero_info(
+            f"val/loss {float(loss):.4f} is below stop_at_val_loss={self.stopping_threshold} "
+            f"at step {trainer.global_step}: stopping"
+        )
 
 
 def batch_size(batch) -> int:
@@ -91,7 +157,40 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 
 class PeakThroughputMonitor(ThroughputMonitor):
     """Lightning's ThroughputMonitor (tokens/s, FLOP/s and MFU) with MFU measured against
-    `peak_flops`."""
+    `peak_flops`, reading the clock only on the steps whose metrics are written.
+
+    Lightning's monitor synchronizes with the GPU after every training batch to read the
+    clock, which stops the host from queuing the next step while the device works. Here the
+    batches between logging steps are only counted; the clock (and the synchronization)
+    comes on logging steps, and the rolling figures span the steps since earlier ones."""
+
+    def _start(self, trainer: L.Trainer) -> None:
+        super()._start(trainer)
+        stage = trainer.state.stage
+        self._timed_batches = getattr(self, "_timed_batches", {}) | {stage: self._batches[stage]}
+
+    @torch.inference_mode()
+    def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
+        stage = trainer.state.stage
+        if self.length_fn is not None:
+            self._lengths[stage] += self.length_fn(batch)
+        self._samples[stage] += self.batch_size_fn(batch)
+        self._batches[stage] += 1
+        if stage == RunningStage.TRAINING and not trainer._logger_connector.should_update_logs:
+            return  # counted now, timed at the next logging step
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the clock must see the device's work done
+        elapsed = time.perf_counter() - self._t0s[stage]
+        new_batches = self._batches[stage] - self._timed_batches[stage]
+        self._timed_batches[stage] = self._batches[stage]
+        flops = getattr(pl_module, "flops_per_batch", None)
+        self._throughputs[stage].update(
+            time=elapsed,
+            batches=self._batches[stage],
+            samples=self._samples[stage],
+            lengths=self._lengths[stage] if self.length_fn is not None else None,
+            flops=flops * new_batches if flops is not None else None,  # since the last update
+        )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():

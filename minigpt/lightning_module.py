@@ -23,7 +23,11 @@ class GPTLightningModule(L.LightningModule):
       model's parameter groups (weight decay on matrices only), the scheduler with the
       optimizer, and the schedule steps once per optimizer step.
     - tokenizer: the tokenizer's dict, so a checkpoint alone can encode and decode.
-    - compile: `torch.compile` the model in place (GPU; parameter names are unchanged).
+    - compile: run the training steps through `torch.compile(model.forward)` (GPU);
+      `compile_mode` is torch.compile's mode (None: default, "max-autotune", ...).
+      Validation and sampling use the plain module: a training step is compiled once, and
+      neither eval mode, a short last validation batch nor the KV cache's one-token steps
+      recompile it. Parameters and checkpoints are those of the plain module.
     """
 
     def __init__(
@@ -33,12 +37,15 @@ class GPTLightningModule(L.LightningModule):
         scheduler: dict,
         tokenizer: dict | None = None,
         compile: bool = False,
+        compile_mode: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
         self.model = GPT(GPTConfig(**model))
-        if compile:
-            self.model.compile()
+        # a compiled function, not a module, so it adds nothing to the state dict
+        self._compiled_forward = (
+            torch.compile(self.model.forward, mode=compile_mode) if compile else None
+        )
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.val_history: list[tuple[int, float]] = []  # (step, val/loss) of each validation
@@ -48,11 +55,16 @@ class GPTLightningModule(L.LightningModule):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
 
+    def _train_forward(self, inputs: torch.Tensor, targets: torch.Tensor):
+        return (self._compiled_forward or self.model)(inputs, targets)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         inputs, targets = batch
-        _, loss = self.model(inputs, targets)
+        _, loss = self._train_forward(inputs, targets)
         if self._is_logging_step():
-            self.log("train/loss", loss, prog_bar=True)
+            # not prog_bar: Lightning would read it back after every batch, which on a GPU
+            # waits for the device (the bar shows it all the same, minigpt.callbacks)
+            self.log("train/loss", loss)
             if not torch.isfinite(loss):  # diverged: stop rather than train on NaNs
                 self.trainer.should_stop = True
         return loss

@@ -137,7 +137,10 @@ class CausalSelfAttention(nn.Module):
         self.rotary = Rotary(config) if config.pos_encoding == "rope" else None
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("causal_mask", mask, persistent=False)  # (T, T): key <= query
-        self.kv_cache: KVCache | None = None
+        # a submodule slot from the start, so that enabling and disabling the cache leave
+        # the module as it was (torch.compile's guards would otherwise see a change)
+        self.kv_cache: KVCache | None
+        self.register_module("kv_cache", None)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x (B, T, C) holds positions start..start+T-1; start > 0 needs the KV cache."""

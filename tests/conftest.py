@@ -11,7 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One token cache for the whole session: the corpus is tokenized once."""
+    """One token cache for the whole session: the corpus is tokenized once.
+    $MINIGPT_TEST_CACHE_DIR names a cache to reuse instead (benchmarks/gpu.py brings one
+    to machines that lack the tokenizing packages)."""
+    if os.environ.get("MINIGPT_TEST_CACHE_DIR"):
+        return Path(os.environ["MINIGPT_TEST_CACHE_DIR"])
     return tmp_path_factory.mktemp("token_cache")
 
 
