@@ -168,6 +168,7 @@ def throughput_worker(args) -> None:
                 "tokens_per_s": round(tokens / median * 1000),
                 "mfu": round(tokens / median * 1000 * flops_per_token / peak, 4) if peak else None,
                 "flops_per_token": flops_per_token,
+                "step_ms": [round(ms, 3) for ms in step_ms],
                 "parameters": module.model.num_parameters(),
             }
         )

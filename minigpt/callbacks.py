@@ -10,8 +10,9 @@ import warnings
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.throughput import _plugin_to_compute_dtype, get_available_flops
+from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import EarlyStopping, ThroughputMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info

@@ -53,6 +53,7 @@ def test_gpu_defaults_to_bf16_and_learns(compose_train, tmp_path):
     cfg = compose_train(*LEARNING_RUN)
     assert cfg.trainer.precision == auto_precision("gpu")
     metrics = learning_run(compose_train, tmp_path)
+    print(f"default ({cfg.trainer.precision}): val curve {metrics['val_curve']}")
     assert metrics["final_val_loss"] < 2.5, metrics["val_curve"]
 
 
@@ -68,6 +69,7 @@ def test_gpu_learns_in_16_mixed_and_compiled(compose_train, tmp_path, overrides)
     compile=true runs the training step through torch.compile, compiled once although
     validation and the text samples after it (KV cache) run in between."""
     metrics = learning_run(compose_train, tmp_path, *overrides)
+    print(f"{overrides}: val curve {metrics['val_curve']}")
     assert metrics["final_val_loss"] < 2.5, metrics["val_curve"]
     if "compile=true" in overrides:
         assert metrics["compiled_graphs"] == 1
@@ -81,6 +83,7 @@ def test_bf16_tracks_fp32_on_gpu(compose_train, tmp_path):
     while the seeds spread over 0.033; 0.015 leaves room for the GPU's other kernels."""
     fp32 = learning_run(compose_train, tmp_path, "trainer.precision=32-true", name="fp32")
     bf16 = learning_run(compose_train, tmp_path, "trainer.precision=bf16-mixed", name="bf16")
+    print(f"val curves: fp32 {fp32['val_curve']}, bf16 {bf16['val_curve']}")
     assert abs(bf16["final_val_loss"] - fp32["final_val_loss"]) < 0.015, (fp32, bf16)
 
 

@@ -153,6 +153,23 @@ def test_throughput_counts_the_steps_it_does_not_time(
     )
 
 
+@pytest.mark.parametrize(
+    "precision, dtype", [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)]
+)
+def test_mfu_is_measured_against_the_peak_of_the_compute_dtype(
+    compose_train, monkeypatch, precision, dtype
+):
+    """A bf16-mixed run's MFU divides by the bf16 peak (on an H200 the float32 one, 67
+    TFLOP/s, made MFU read 583%: Fabric's dtype lookup does not know Lightning's plugins)."""
+    asked = []
+    monkeypatch.setattr(callbacks, "peak_flops", lambda device, d: asked.append(d) or 1e12)
+    cfg = compose_train("experiment=tiny", f"trainer.precision={precision}", "trainer.max_steps=4")
+    L.seed_everything(cfg.seed)
+    datamodule, module, trainer = train_script.build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert asked == [dtype]
+
+
 def test_step_timer_times_steps_without_validation():
     timer = callbacks.StepTimer()
     trainer = type("T", (), {})()
