@@ -25,6 +25,8 @@ from minigpt.sampling import check_sampling_args, generate_tokens
 def read_prompt(cfg: DictConfig) -> str:
     if cfg.prompt_file:
         path = Path(cfg.prompt_file)
+        if path.is_dir():
+            raise ValueError(f"prompt_file={path} is a directory, not a text file")
         if not path.is_file():
             raise FileNotFoundError(f"prompt_file={path} does not exist")
         try:

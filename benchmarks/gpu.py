@@ -119,7 +119,8 @@ def throughput_overrides(smoke: bool, batch: int, steps: int, compile_mode=None)
         f"scheduler.decay_steps={steps}",
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
-        "~callbacks.model_checkpoint",
+        "~callbacks.best_checkpoint",
+        "~callbacks.last_checkpoint",
         "~callbacks.text_samples",
         "sample.num_samples=0",
     ]

@@ -61,6 +61,13 @@ class StepTimer(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._collect()
 
+    def state_dict(self) -> dict:  # a resumed run's median counts the earlier steps too
+        self._collect()
+        return {"step_ms": torch.tensor(self.step_ms, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_ms = state["step_ms"].tolist()
+
     @property
     def median_ms(self) -> float | None:
         self._collect()

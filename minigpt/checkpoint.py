@@ -1,9 +1,16 @@
-"""Loading a trained model back from a Lightning checkpoint, and finding the newest one."""
+"""Reading checkpoints back: the GPT and tokenizer of a checkpoint (one-line errors for
+files that are not minigpt checkpoints), the newest run's best checkpoint, and what a resumed
+run may change. Writing them is minigpt.checkpoint_callbacks (it needs Lightning; this
+module does not, so that sample.py starts quickly).
+"""
 
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,19 +18,44 @@ from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizers import CharTokenizer, tokenizer_from_dict
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
-    """The GPT (in eval mode) and tokenizer stored in a checkpoint written by train.py.
-    Loads with weights_only=True: checkpoints hold tensors and plain data only."""
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint's contents (torch.load with weights_only=True: minigpt checkpoints hold
+    tensors and plain data only), or a ValueError/FileNotFoundError that says what is
+    wrong with the file in one line."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file: pass a .ckpt file")
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: pass ckpt_path=<a .ckpt file>")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+        raise FileNotFoundError(f"no checkpoint at {path}: pass a .ckpt file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+        # torch's own message advises weights_only=False, which would run code from the file
+        reason = "truncated or not a checkpoint" if "zip" in str(err).lower() else "unreadable"
+        raise ValueError(f"{path} is not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     hparams = checkpoint.get("hyper_parameters", {})
     if "model" not in hparams or not hparams.get("tokenizer"):
         raise ValueError(f"{path} was not written by minigpt's train.py (no model/tokenizer)")
-    model = GPT(GPTConfig(**hparams["model"]))
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict(state)
+    return checkpoint
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
+    """The GPT (in eval mode) and tokenizer stored in a checkpoint written by train.py."""
+    checkpoint = read_checkpoint(path, device)
+    hparams = checkpoint["hyper_parameters"]
+    try:
+        model = GPT(GPTConfig(**hparams["model"]))
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{path}: its weights do not fit the model its hyperparameters describe ({first_line})"
+        ) from None
     return model.to(device).eval(), tokenizer_from_dict(hparams["tokenizer"])
 
 
@@ -33,7 +65,10 @@ def latest_best_checkpoint(runs_dir: str | Path = "outputs") -> Path:
     runs_dir = Path(runs_dir)
     finished = []
     for metrics_file in runs_dir.rglob("metrics.json"):
-        best = json.loads(metrics_file.read_text()).get("best_checkpoint")
+        try:
+            best = json.loads(metrics_file.read_text()).get("best_checkpoint")
+        except (ValueError, OSError, AttributeError):
+            continue  # not a run's metrics (or damaged): not a candidate
         if best and Path(best).is_file():
             finished.append((metrics_file.stat().st_mtime, Path(best)))
     if not finished:
@@ -42,3 +77,57 @@ def latest_best_checkpoint(runs_dir: str | Path = "outputs") -> Path:
             "or pass ckpt_path=<a .ckpt file>"
         )
     return max(finished)[1]
+
+
+# ---------------------------------------------------------------------------- resuming
+
+# Config keys a resumed run may change (a key or everything under it); every other key must
+# equal the checkpoint's. The continuation is bit-identical only when none changes but
+# these: max_steps (the schedule's decay follows it by default), devices and the rest
+# change what is trained.
+RESUME_MAY_CHANGE = (
+    "ckpt_path",
+    "trainer.max_steps",
+    "stop_at_val_loss",
+    "sample",
+    "paths",
+    "logger",
+    "callbacks",
+    "compile",
+    "compile_mode",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.accelerator",
+    "trainer.strategy",
+    "trainer.enable_progress_bar",
+    "data.num_workers",
+    "data.cache_dir",
+    "hparams_search",
+)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_resume_config(saved: dict, current: dict, path: Path) -> None:
+    """Raises a ValueError naming the first field that differs between the config a run
+    was started with (saved in its checkpoint) and the resumed run's, unless it may change."""
+    old, new = flatten(saved), flatten(current)
+    for key in sorted(old.keys() | new.keys()):
+        if any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE):
+            continue
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            what = "the model's shape" if key.startswith("model.") else "the run"
+            raise ValueError(
+                f"cannot resume from {path}: {key}={new.get(key, '<unset>')!r} changes {what} "
+                f"(the checkpoint has {old.get(key, '<unset>')!r}); drop the override, or start "
+                f"a new run. A resumed run may change: {', '.join(RESUME_MAY_CHANGE)}"
+            )

@@ -97,6 +97,8 @@ def shakespeare_splits(
 
 
 def read_text_file(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError(f"data file {path} is a directory: name its files, e.g. '{path}/*.txt'")
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     try:

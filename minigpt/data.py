@@ -5,8 +5,8 @@ split, under a cache directory keyed by a fingerprint of the text and the tokeni
 runs memory-map those arrays and never re-tokenize.
 
 Two ways to cut the token stream into training examples of `block_size` tokens:
-- packing (default): random windows of `block_size + 1` tokens anywhere in the concatenated
-  stream, as nanoGPT does; evaluation uses fixed non-overlapping windows.
+- packing (default): windows of `block_size + 1` tokens anywhere in the concatenated
+  stream, drawn at random as nanoGPT does; evaluation uses fixed non-overlapping windows.
 - no packing: each document is cut into chunks that never cross a document boundary; the last
   chunk of a document is right-padded, and padded targets are IGNORE_INDEX (no loss). Padding
   sits to the right of every real token, so causal attention never lets it reach a real one.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from minigpt.corpus import (
     SHAKESPEARE_TEST,
@@ -36,7 +37,8 @@ from minigpt.corpus import (
 from minigpt.model import IGNORE_INDEX
 from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer
 
-CACHE_FORMAT = 1  # bump when the layout of the cache changes
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 2  # bump when the layout of the cache changes
 PAD_INPUT_ID = 0  # input id placed at padded positions; their targets are IGNORE_INDEX
 
 
@@ -50,7 +52,7 @@ def _window(tokens: np.ndarray, start: int, block_size: int) -> tuple[torch.Tens
 
 class RandomWindows(Dataset):
     """Every window of `block_size + 1` consecutive tokens: item i starts at token i.
-    A shuffling sampler turns this into nanoGPT's random windows."""
+    `StepBatches` draws from it at random, as nanoGPT does."""
 
     def __init__(self, tokens: np.ndarray, block_size: int):
         self.tokens, self.block_size = tokens, block_size
@@ -109,6 +111,34 @@ class PaddedDocuments(Dataset):
         return x, y
 
 
+class StepBatches(IterableDataset):
+    """Training batches as a pure function of (seed, rank, batch index): batch i holds
+    `batch_size` examples drawn uniformly at random (with replacement) by a generator seeded
+    with (seed, rank, i). Iterating yields batches start, start + 1, ... without end.
+
+    Nothing about the data order lives in a sampler or an iterator, so a run resumed at
+    optimizer step s (start = s x accumulated batches) trains on exactly the batches an
+    uninterrupted run would, every rank its own; each batch costs O(batch_size)."""
+
+    def __init__(self, examples: Dataset, batch_size: int, seed: int, rank: int = 0, start=0):
+        self.examples, self.batch_size = examples, batch_size
+        self.seed, self.rank, self.start = seed, rank, start
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.rank, index])
+        picks = rng.integers(0, len(self.examples), self.batch_size)
+        inputs, targets = zip(*(self.examples[int(i)] for i in picks), strict=True)
+        return torch.stack(inputs), torch.stack(targets)
+
+    def __iter__(self):
+        worker = get_worker_info()  # loader workers take turns, so the order is kept
+        step, index = (worker.num_workers, worker.id) if worker else (1, 0)
+        index += self.start
+        while True:
+            yield self.batch(index)
+            index += step
+
+
 # ---------------------------------------------------------------------------- token cache
 
 
@@ -152,11 +182,47 @@ def tokenize_splits(
         np.save(out_dir / f"{split}.docs.npy", np.concatenate([[0], np.cumsum(lengths)[:-1]]))
         meta["splits"][split] = {
             "tokens": int(flat.size),
+            "sha256": file_sha256(out_dir / f"{split}.bin"),
             "bytes": sum(len(d.text.encode("utf-8")) for d in docs),
             "documents": [d.title for d in docs],
         }
     tokenizer.save(out_dir / "tokenizer.json")
+    meta["tokenizer_sha256"] = file_sha256(out_dir / "tokenizer.json")
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_damage(path: Path) -> str | None:
+    """What is wrong with a cache entry (missing, truncated or garbled files), or None when
+    every file has the size and checksum meta.json recorded for it."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            return f"meta.json has format {meta.get('format')!r}, not {CACHE_FORMAT}"
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for split in SPLITS:
+            info, file = meta["splits"][split], path / f"{split}.bin"
+            if file.stat().st_size != info["tokens"] * itemsize:
+                return (
+                    f"{file.name} has {file.stat().st_size} bytes, not {info['tokens'] * itemsize}"
+                )
+            if file_sha256(file) != info["sha256"]:
+                return f"{file.name} does not match its checksum"
+            np.load(path / f"{split}.docs.npy")
+        if file_sha256(path / "tokenizer.json") != meta["tokenizer_sha256"]:
+            return "tokenizer.json does not match its checksum"
+    except FileNotFoundError as err:
+        return f"{Path(err.filename).name} is missing"
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        return f"unreadable ({err!r})"
+    return None
 
 
 # ---------------------------------------------------------------------------- data module
@@ -167,6 +233,8 @@ class TokenDataModule(L.LightningDataModule):
 
     corpus: "shakespeare" (the embedded corpus, split by works) or "text_files" (`paths`,
     split contiguously). The tokenizer is built from the whole corpus's characters.
+    Training batches come from `StepBatches` seeded with `seed`: batch i of rank r is the
+    same in every run with that seed, resumed or not.
     """
 
     def __init__(
@@ -185,6 +253,7 @@ class TokenDataModule(L.LightningDataModule):
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
         eval_seed: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         if corpus not in ("shakespeare", "text_files"):
@@ -202,6 +271,7 @@ class TokenDataModule(L.LightningDataModule):
                 f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
+        self.seed = seed
         self.cache_path: Path | None = None
         self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.tokens: dict[str, np.ndarray] = {}
@@ -223,7 +293,10 @@ class TokenDataModule(L.LightningDataModule):
         settings = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict()}
         key = corpus_fingerprint(splits, settings)
         path = self.cache_root / f"{self.corpus}-{key}"
-        if not (path / "meta.json").exists():
+        if path.exists() and (damage := cache_damage(path)):
+            log.warning(f"token cache {path} is damaged ({damage}): rebuilding it")
+            shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
             self.cache_root.mkdir(parents=True, exist_ok=True)
             staging = self.cache_root / f".{path.name}.{os.getpid()}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
@@ -250,7 +323,10 @@ class TokenDataModule(L.LightningDataModule):
         key = corpus_fingerprint({"train": splits["train"], "val": [], "test": []}, settings)
         path = self.cache_root / f"bpe-{key}.json"
         if path.exists():
-            return load_tokenizer(path)
+            try:
+                return load_tokenizer(path)
+            except (ValueError, OSError, UnicodeDecodeError) as err:
+                log.warning(f"cached tokenizer {path} is damaged ({err}): training it again")
         train = BPETokenizer.train_hf if impl == "hf" else BPETokenizer.train
         tokenizer = train(train_text, vocab_size, config.get("pattern") or GPT2_PATTERN)
         self.cache_root.mkdir(parents=True, exist_ok=True)
@@ -294,6 +370,8 @@ class TokenDataModule(L.LightningDataModule):
         return self.tokenizer.vocab_size
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
+        """The split's examples: every window (packing) or document chunk; for evaluation
+        (train=False), windows that do not overlap, in a fixed order."""
         tokens = self.tokens[split]
         if not self.packing:
             seed = None if train else self.eval_seed
@@ -302,24 +380,32 @@ class TokenDataModule(L.LightningDataModule):
             return RandomWindows(tokens, self.block_size)
         return FixedWindows(tokens, self.block_size, self.eval_seed)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def train_batches(self) -> StepBatches:
+        """This rank's training batches, from the one the trainer's next optimizer step
+        takes (a resumed run continues where the checkpoint stopped)."""
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer else 0
+        start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+        return StepBatches(
+            self.dataset("train", train=True), self.batch_size, self.seed, rank, start
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:
         return DataLoader(
-            self.dataset(split, train),
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
+            dataset,
+            batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self._loader(self.train_batches(), batch_size=None)  # already batched
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._loader(self.dataset("val"), self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
         if "test" not in self.tokens:
             raise ValueError(f"data.corpus={self.corpus!r} has no test split")
-        return self._loader("test", train=False)
+        return self._loader(self.dataset("test"), self.batch_size)

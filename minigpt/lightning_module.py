@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
+
+
+def bits_per_byte(loss: float, tokens_per_byte: float) -> float:
+    """Bits per byte of text from a loss in nats per token: compares models whose
+    tokenizers differ."""
+    return loss * tokens_per_byte / math.log(2)
 
 
 class GPTLightningModule(L.LightningModule):
@@ -28,6 +35,11 @@ class GPTLightningModule(L.LightningModule):
       Validation and sampling use the plain module: a training step is compiled once, and
       neither eval mode, a short last validation batch nor the KV cache's one-token steps
       recompile it. Parameters and checkpoints are those of the plain module.
+    - seed: dropout's random numbers in training batch i of rank r come from a generator
+      seeded with (seed, r, i), so a resumed run draws the ones an uninterrupted run would.
+    - val_tokens_per_byte: tokens per byte of the validation text, to log val/bpb.
+    - tokens_per_batch: input tokens of one training batch; with the model's FLOPs per
+      token they give `flops_per_batch`, for the throughput monitor's MFU.
     """
 
     def __init__(
@@ -38,6 +50,9 @@ class GPTLightningModule(L.LightningModule):
         tokenizer: dict | None = None,
         compile: bool = False,
         compile_mode: str | None = None,
+        seed: int = 0,
+        val_tokens_per_byte: float = 0.0,
+        tokens_per_batch: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
@@ -48,8 +63,9 @@ class GPTLightningModule(L.LightningModule):
         )
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
-        self.val_history: list[tuple[int, float]] = []  # (step, val/loss) of each validation
-        self.val_tokens_per_byte = 0.0  # set from the data to log val/bpb
+        self.val_tokens_per_byte = val_tokens_per_byte
+        self.flops_per_batch = self.model.flops_per_token() * tokens_per_batch or None
+        self.diverged = False  # a loss stopped being finite (on any rank)
         self._grad_norm: torch.Tensor | None = None  # this step's, when logged
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -58,6 +74,12 @@ class GPTLightningModule(L.LightningModule):
     def _train_forward(self, inputs: torch.Tensor, targets: torch.Tensor):
         return (self._compiled_forward or self.model)(inputs, targets)
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        accumulate = self.trainer.accumulate_grad_batches
+        index = self.global_step * accumulate + batch_idx % accumulate
+        seed = np.random.SeedSequence([self.hparams.seed, self.global_rank, index])
+        torch.manual_seed(int(seed.generate_state(1)[0]))
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         inputs, targets = batch
         _, loss = self._train_forward(inputs, targets)
@@ -65,9 +87,16 @@ class GPTLightningModule(L.LightningModule):
             # not prog_bar: Lightning would read it back after every batch, which on a GPU
             # waits for the device (the bar shows it all the same, minigpt.callbacks)
             self.log("train/loss", loss)
-            if not torch.isfinite(loss):  # diverged: stop rather than train on NaNs
-                self.trainer.should_stop = True
+            self._stop_if_diverged(not torch.isfinite(loss))
         return loss
+
+    def _stop_if_diverged(self, not_finite: bool) -> None:
+        """Stops training when a loss is not finite on any rank: the decision is reduced
+        across ranks, so that all stop at the same step (none is left waiting in an
+        all-reduce). Checkpoints are not written from then on (minigpt.checkpoint)."""
+        if self.trainer.strategy.reduce_boolean_decision(bool(not_finite), all=False):
+            self.diverged = True
+            self.trainer.should_stop = True
 
     def _is_logging_step(self) -> bool:
         """Whether Lightning writes step metrics at this step (every log_every_n_steps, and
@@ -86,15 +115,11 @@ class GPTLightningModule(L.LightningModule):
         self.log("val/ppl", self.val_ppl)
 
     def on_validation_epoch_end(self) -> None:
-        loss = float(self.val_loss.compute())
-        if not math.isfinite(loss):
-            self.trainer.should_stop = True
-        if self.val_tokens_per_byte:
-            # bits per byte: nats per token * tokens per byte / ln 2
-            # the same on every rank (val_loss.compute() is already synced)
-            self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2), sync_dist=True)
+        loss = float(self.val_loss.compute())  # the same on every rank (synced)
         if not self.trainer.sanity_checking:
-            self.val_history.append((self.global_step, loss))
+            self._stop_if_diverged(not math.isfinite(loss))
+        if self.val_tokens_per_byte:
+            self.log("val/bpb", bits_per_byte(loss, self.val_tokens_per_byte), sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)

@@ -46,8 +46,11 @@ def job_row(job: Path) -> dict:
     metrics_file = job / "metrics.json"
     if not metrics_file.exists():
         return row | {"status": "running or failed"}
-    metrics = json.loads(metrics_file.read_text())
-    status = "diverged" if metrics.get("diverged") else "done"
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (ValueError, OSError):
+        return row | {"status": f"unreadable {metrics_file}"}
+    status = metrics.get("status") or ("diverged" if metrics.get("diverged") else "done")
     return row | {
         "status": status,
         "best val/loss": metrics.get("best_val_loss"),
@@ -55,7 +58,9 @@ def job_row(job: Path) -> dict:
         "steps": metrics.get("steps"),
         "wall s": metrics.get("wall_time_s"),
         "checkpoint": metrics.get("best_checkpoint"),
-        "curve": [(s, v) for s, v in metrics.get("val_curve", []) if math.isfinite(v)],
+        "curve": [
+            (s, v) for s, v in metrics.get("val_curve", []) if v is not None and math.isfinite(v)
+        ],
     }
 
 

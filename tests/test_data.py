@@ -5,7 +5,13 @@ import pytest
 import torch
 
 import minigpt.data as data_module
-from minigpt.data import FixedWindows, PaddedDocuments, RandomWindows, TokenDataModule
+from minigpt.data import (
+    FixedWindows,
+    PaddedDocuments,
+    RandomWindows,
+    StepBatches,
+    TokenDataModule,
+)
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
 
 
@@ -129,3 +135,75 @@ def test_split_shorter_than_a_block_is_an_error(tmp_path):
     dm = TokenDataModule(corpus="text_files", paths=[str(book)], block_size=32, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="the val split has 10 tokens, fewer than one block"):
         dm.setup()
+
+
+def test_step_batches_are_a_pure_function_of_seed_rank_and_index():
+    tokens = np.arange(1000, dtype=np.uint16)
+    windows = RandomWindows(tokens, 8)
+    batches = StepBatches(windows, 4, seed=7)
+    first = [b for _, b in zip(range(6), batches, strict=False)]
+    # started at batch 3 (a resumed run): batches 3, 4, 5 as before
+    resumed = StepBatches(windows, 4, seed=7, start=3)
+    for expected, got in zip(first[3:], resumed, strict=False):
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    assert torch.equal(first[2][1][:, :-1], first[2][0][:, 1:])  # targets shifted by one
+    other_rank = StepBatches(windows, 4, seed=7, rank=1).batch(0)[0]
+    other_seed = StepBatches(windows, 4, seed=8).batch(0)[0]
+    assert not torch.equal(first[0][0], other_rank) and not torch.equal(first[0][0], other_seed)
+    # two loader workers take turns: the same batches in the same order
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=2)
+    for expected, got in zip(first, loader, strict=False):
+        assert torch.equal(expected[0], got[0])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda entry: (entry / "train.bin").write_bytes((entry / "train.bin").read_bytes()[:-10]),
+        lambda entry: (entry / "train.bin").write_bytes(
+            bytes(reversed((entry / "train.bin").read_bytes()))
+        ),
+        lambda entry: (entry / "meta.json").write_text("{garbled"),
+        lambda entry: (entry / "tokenizer.json").write_text("[]"),
+        lambda entry: (entry / "val.bin").unlink(),
+    ],
+    ids=["truncated", "garbled", "bad-meta", "bad-tokenizer", "missing"],
+)
+def test_a_damaged_token_cache_is_rebuilt(tmp_path, damage, caplog):
+    book = tmp_path / "book.txt"
+    book.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    dm = TokenDataModule(corpus="text_files", paths=[str(book)], block_size=8, cache_dir=tmp_path)
+    dm.setup()
+    good = {split: np.array(dm.tokens[split]) for split in ("train", "val")}
+    damage(dm.cache_path)
+    again = TokenDataModule(
+        corpus="text_files", paths=[str(book)], block_size=8, cache_dir=tmp_path
+    )
+    again.setup()
+    assert "is damaged" in caplog.text and "rebuilding it" in caplog.text
+    assert again.cache_path == dm.cache_path
+    for split, tokens in good.items():
+        assert np.array_equal(again.tokens[split], tokens)
+
+
+def test_a_damaged_bpe_tokenizer_cache_is_trained_again(tmp_path, caplog):
+    book = tmp_path / "book.txt"
+    book.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+
+    def datamodule():
+        dm = TokenDataModule(
+            corpus="text_files",
+            paths=[str(book)],
+            block_size=8,
+            cache_dir=tmp_path / "cache",
+            tokenizer={"kind": "bpe", "vocab_size": 270},
+        )
+        dm.setup()
+        return dm
+
+    first = datamodule()
+    (cached,) = (tmp_path / "cache").glob("bpe-*.json")
+    cached.write_text("not json")
+    second = datamodule()
+    assert "training it again" in caplog.text
+    assert second.tokenizer.to_dict() == first.tokenizer.to_dict()

@@ -8,7 +8,10 @@ per device -> Lightning's SLURM environment -> DDP (gloo, CPU)."""
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 from conftest import ROOT, run
 from hydra import compose, initialize_config_dir
@@ -131,3 +134,66 @@ def test_a_failing_slurm_job_fails_the_sweep_with_its_error(tmp_path, cache_dir)
     )
     assert result.returncode != 0
     assert "error: scheduler needs 0 <= warmup_steps < decay_steps" in result.stderr
+
+
+def test_slurm_requeue_signal_checkpoints_requeues_and_the_job_resumes(tmp_path, cache_dir):
+    """`#SBATCH --signal=USR1@90`: SLURM warns the job's tasks before its time limit. Each
+    rank stops at the same step boundary with last.ckpt saved, rank 0 asks SLURM to requeue
+    the job, and the requeued job (same job id, SLURM_RESTART_COUNT=1) finds its run
+    directory, outputs/slurm-<job id>, and resumes from last.ckpt by itself."""
+    env = (
+        os.environ
+        | slurm_env(tmp_path)
+        | {
+            "SLURM_JOB_ID": "4322",
+            "SLURM_JOB_NAME": "train",
+            "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NNODES": "1",
+            "SLURM_NODELIST": "localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [
+        sys.executable,
+        str(FAKE_SLURM / "srun"),
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=100",
+        "trainer.enable_progress_bar=false",
+        "callbacks.last_checkpoint.every_n_steps=10",
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    run_dir = tmp_path / "outputs" / "slurm-4322"
+    job = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert job.poll() is None, job.communicate()[0][-3000:]
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)  # srun passes it on to both ranks
+    output, _ = job.communicate(timeout=300)
+    assert job.returncode == 128 + signal.SIGUSR1, output[-3000:]
+    assert (tmp_path / "slurm" / "requeued").read_text() == "4322\n"  # once, by rank 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["interrupted"] == "SIGUSR1"
+    stopped_at = metrics["steps"]
+
+    requeued = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=env | {"SLURM_RESTART_COUNT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert requeued.returncode == 0, (requeued.stdout + requeued.stderr)[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["steps"] == 100
+    assert metrics["resumed_at"] == [stopped_at]

@@ -1,5 +1,6 @@
 """Training through the composed Hydra config, in-process and as the command line runs it."""
 
+import copy
 import csv
 import io
 import json
@@ -16,6 +17,8 @@ import sample as sample_script
 import train as train_script
 from minigpt import callbacks, sweep_report
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
+from minigpt.cli import exit_on_user_error
+from minigpt.data import StepBatches
 
 
 def read_csv_metrics(output_dir):
@@ -133,17 +136,27 @@ def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):
     two = run("sample.py", "num_samples=2", "top_k=5", "top_p=0.9", "seed=3", cwd=tmp_path)
     assert two.returncode == 0 and two.stdout.count("--- sample") == 2
 
+    bad = run("sample.py", "top_p=1.5", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: top_p=1.5 must be in (0, 1] or null"
+
+
+def test_bad_sampling_arguments_are_one_line_errors(tiny_run, tmp_path, capsys, monkeypatch):
+    """The same wrapper as sample.py's command line, in this process."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = f"ckpt_path={tiny_run[0] / 'checkpoints' / 'best.ckpt'}"
     for args, message in [
-        (["top_p=1.5"], "top_p=1.5 must be in (0, 1]"),
-        (["temperature=-1"], "temperature=-1.0 must be >= 0"),
-        (["max_new_tokens=0"], "max_new_tokens=0 must be a positive integer"),
-        (["prompt='Rom€o'"], "outside the vocabulary: '€'"),
+        ([checkpoint, "temperature=-1"], "temperature=-1.0 must be >= 0"),
+        ([checkpoint, "max_new_tokens=0"], "max_new_tokens=0 must be a positive integer"),
+        ([checkpoint, "prompt='Rom€o'"], "outside the vocabulary: '€'"),
         (["ckpt_path=nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
+        ([f"ckpt_path={tmp_path}"], "is a directory, not a checkpoint file"),
         (["runs_dir=empty"], "no finished run with a checkpoint under empty/"),
     ]:
-        bad = run("sample.py", *args, cwd=tmp_path)
-        assert bad.returncode == 2, (args, bad.stderr[-2000:])
-        assert message in bad.stderr and "Traceback" not in bad.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            exit_on_user_error(sample_script.sample)(compose_sample(*args))
+        assert exit_info.value.code == 2, args
+        assert message in capsys.readouterr().err, args
 
 
 def test_bad_data_path_exits_with_a_clear_error(tmp_path, cache_dir):
@@ -220,6 +233,41 @@ def test_optuna_sweep_survives_diverging_trials(tmp_path, cache_dir):
     assert math.isfinite(best["best_value"]) and best["best_params"]["optimizer.lr"] == 1e-3
     statuses = [r["status"] for r in sweep_report.write_report(sweep)]
     assert "diverged" in statuses and statuses[0] == "done"
+
+
+def test_an_optuna_search_continues_from_its_study(tmp_path, cache_dir):
+    """The study lives in <sweep dir>/optuna.db: the same command with that sweep directory
+    runs only the trials still missing, in job directories after the earlier ones."""
+    sweep = tmp_path / "sweep"
+
+    def search(n_trials):
+        return run(
+            "train.py",
+            "-m",
+            "hparams_search=optuna",
+            f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweep.dir={sweep}",
+            "experiment=tiny",
+            "trainer.max_steps=10",
+            f"paths.cache_dir={cache_dir}",
+            "sample.num_samples=0",
+            "model.n_embd=choice(16,32)",
+            "scheduler.warmup_steps=choice(0,2)",
+            cwd=tmp_path,
+        )
+
+    result = search(2)  # as if stopped after two of three trials
+    assert result.returncode == 0, result.stderr[-3000:]
+    first_job = (sweep / "0" / "metrics.json").read_text()
+    result = search(3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "continuing study 'minigpt': 2 of 3 trials finished" in result.stdout + result.stderr
+    assert sorted(p.name for p in sweep_report.job_dirs(sweep)) == ["0", "1", "2"]
+    assert (sweep / "0" / "metrics.json").read_text() == first_job  # not run again
+    import optuna
+
+    study = optuna.load_study(study_name="minigpt", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.trials) == 3
 
 
 def sample_in_process(checkpoint, *overrides):
@@ -301,38 +349,53 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path, monk
 
 
 def test_gradient_accumulation_matches_the_larger_batch(compose_train, tmp_path):
-    """One optimizer step on a batch of 8 equals one on 2 accumulated batches of 4 (the same
-    8 windows: the shuffle is seeded), and does change the weights."""
+    """One optimizer step over 2 accumulated batches of 4 equals one step on those 8
+    windows as one batch (computed here by hand), and does change the weights."""
 
-    def weights_before_and_after_one_step(batch_size, accumulate, name):
-        cfg = compose_train(
-            "experiment=tiny",
-            "callbacks=none",
-            "logger=none",
-            "trainer.max_steps=1",
-            "trainer.limit_val_batches=0",
-            f"data.batch_size={batch_size}",
-            f"trainer.accumulate_grad_batches={accumulate}",
-            "scheduler=constant",
-            # plain SGD: the update is lr x gradient (Adam's first step is ~lr x its sign)
-            "optimizer._target_=torch.optim.SGD",
-            "~optimizer.betas",
-            "~optimizer.eps",
-            "~optimizer.fused",
-            "optimizer.lr=0.5",
-            output_dir=tmp_path / name,
-        )
-        L.seed_everything(cfg.seed)
-        datamodule, module, trainer = train_script.build(cfg)
-        before = {k: v.clone() for k, v in module.model.state_dict().items()}
-        trainer.fit(module, datamodule=datamodule)
-        return before, module.model.state_dict()
+    class Batches(L.Callback):
+        def __init__(self):
+            self.inputs, self.targets = [], []
 
-    before, whole = weights_before_and_after_one_step(8, 1, "whole")
-    _, accumulated = weights_before_and_after_one_step(4, 2, "accumulated")
-    assert not torch.equal(before["wte.weight"], whole["wte.weight"])
-    for key, value in whole.items():
-        torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.inputs.append(batch[0].clone())
+            self.targets.append(batch[1].clone())
+
+    cfg = compose_train(
+        "experiment=tiny",
+        "callbacks=none",
+        "logger=none",
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=0",
+        "trainer.gradient_clip_val=null",
+        "data.batch_size=4",
+        "trainer.accumulate_grad_batches=2",
+        "scheduler=constant",
+        "scheduler.warmup_steps=0",
+        # plain SGD: the update is lr x gradient (Adam's first step is ~lr x its sign)
+        "optimizer._target_=torch.optim.SGD",
+        "~optimizer.betas",
+        "~optimizer.eps",
+        "~optimizer.fused",
+        "optimizer.lr=0.5",
+        "optimizer.weight_decay=0.0",
+    )
+    L.seed_everything(cfg.seed)
+    datamodule, module, trainer = train_script.build(cfg)
+    expected = copy.deepcopy(module.model)
+    initial = expected.wte.weight.detach().clone()
+    batches = Batches()
+    trainer.callbacks.append(batches)
+    trainer.fit(module, datamodule=datamodule)
+    assert len(batches.inputs) == 2  # two micro-batches, one optimizer step
+    _, loss = expected(torch.cat(batches.inputs), torch.cat(batches.targets))
+    loss.backward()
+    with torch.no_grad():
+        for p in expected.parameters():
+            p -= 0.5 * p.grad
+    trained = module.model.state_dict()
+    assert not torch.equal(trained["wte.weight"], initial)
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-4, atol=1e-6, msg=key)
 
 
 def test_bf16_mixed_precision_trains_on_cpu(compose_train, tmp_path):
@@ -444,12 +507,11 @@ def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
 
 
 def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
-    """2 gloo processes x batch 4: each rank trains on its own shard of the windows, rank 0
-    alone writes logs, metrics and checkpoints, and the run trains like 1 process x batch 8.
-    Same seed, so the same initial weights and the same effective batch; only which windows
-    are drawn differs (DistributedSampler's shards vs one shuffled order). Measured here: the
-    val curves agree to ~6e-4, while another seed moves them by ~2e-2; the bound 5e-3 sits
-    between."""
+    """2 gloo processes x batch 4: each rank trains on batches of its own (StepBatches with its
+    rank), rank 0 alone writes logs, metrics and checkpoints, and the run trains like 1
+    process x batch 8. Same seed, so the same initial weights and the same effective batch;
+    only which windows are drawn differs. Measured here: the val curves agree to ~1e-3,
+    while another seed moves them by ~2e-2; the bound 5e-3 sits between."""
     result = run(
         "train.py",
         "experiment=tiny",
@@ -460,8 +522,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
         f"paths.cache_dir={cache_dir}",
         "sample.num_samples=0",
         f"hydra.run.dir={tmp_path / 'ddp'}",
-        "+callbacks.windows._target_=window_probe.RecordWindows",
-        f"+callbacks.windows.out_dir={tmp_path / 'windows'}",
+        "+callbacks.batches._target_=probes.RecordBatches",
+        f"+callbacks.batches.out_dir={tmp_path / 'batches'}",
         cwd=tmp_path,
         pythonpath=ROOT / "tests",
     )
@@ -472,22 +534,20 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
     assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
     assert (result.stdout + result.stderr).count("done: 20 steps") == 1  # written once
 
-    # each rank trained on the windows its DistributedSampler shard named, and the shards
-    # are disjoint
-    datamodule = instantiate(compose_train("experiment=tiny").data)
+    # rank r's batch i is StepBatches(seed, rank r).batch(i), and the ranks' batches differ
+    cfg = compose_train("experiment=tiny", "data.batch_size=4")
+    datamodule = instantiate(cfg.data)
     datamodule.setup()
-    windows = datamodule.dataset("train", train=True)
-    used = []
+    examples = datamodule.dataset("train", train=True)
+    seen = []
     for rank in (0, 1):
-        record = json.loads((tmp_path / "windows" / f"windows-rank{rank}.json").read_text())
-        assert record["sampler"] == "DistributedSampler" and record["num_replicas"] == 2
-        indices = record["indices"][: 20 * 4]
-        assert len(record["inputs"]) == 20
-        for step, batch in enumerate(record["inputs"]):
-            expected = [windows[i][0].tolist() for i in indices[step * 4 : (step + 1) * 4]]
-            assert batch == expected, (rank, step)
-        used.append(set(indices))
-    assert len(used[0]) == len(used[1]) == 80 and not used[0] & used[1]
+        inputs = json.loads((tmp_path / "batches" / f"batches-rank{rank}.json").read_text())
+        assert len(inputs) == 20
+        batches = StepBatches(examples, 4, cfg.seed, rank)
+        for i, batch in enumerate(inputs):
+            assert batch == batches.batch(i)[0].tolist(), (rank, i)
+        seen.append({tuple(row) for batch in inputs for row in batch})
+    assert not seen[0] & seen[1]
 
     # one TensorBoard event file, one train/loss value per step
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

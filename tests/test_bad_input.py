@@ -1,0 +1,123 @@
+"""Bad input to train.py and sample.py: one clear line naming the value, exit status 2, no
+traceback, nothing written or overwritten."""
+
+import pytest
+import torch
+from conftest import run
+
+import train as train_script
+from minigpt.checkpoint import load_checkpoint
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=abc", "trainer.max_steps='abc' must be an integer >= 1"),
+        ("trainer.max_steps=2.5", "trainer.max_steps=2.5 must be an integer >= 1"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be an integer"),
+        ("data.batch_size=-4", "data.batch_size=-4 must be an integer >= 1"),
+        ("trainer.accumulate_grad_batches=two", "accumulate_grad_batches='two' must be"),
+        ("optimizer.lr=fast", "optimizer.lr='fast' must be a number >= 0.0"),
+        ("trainer.limit_val_batches=-1", "trainer.limit_val_batches=-1 must be a batch count"),
+        ("seed=x", "seed='x' must be an integer >= 0"),
+    ],
+)
+def test_bad_numeric_options_are_named(compose_train, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        train_script.train(compose_train("experiment=tiny", override))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_directories_that_cannot_be_written_are_found_before_training(compose_train, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot write to paths.output_dir="):
+        train_script.train(compose_train("experiment=tiny", output_dir=blocker / "run"))
+    with pytest.raises(ValueError, match="cannot write to paths.cache_dir="):
+        train_script.train(compose_train("experiment=tiny", f"paths.cache_dir={blocker / 'cache'}"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_requested_where_there_is_none(compose_train):
+    with pytest.raises(ValueError, match="trainer.accelerator=gpu but this machine has no CUDA"):
+        train_script.train(compose_train("experiment=tiny", "trainer=gpu"))
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory, cache_dir):
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    out = tmp_path_factory.mktemp("good")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=tiny",
+                "trainer.max_steps=4",
+                "logger=none",
+                "sample.num_samples=0",
+                f"paths.output_dir={out}",
+                f"paths.cache_dir={cache_dir}",
+            ],
+        )
+    train_script.train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def bad_checkpoints(good, tmp_path):
+    data = good.read_bytes()
+    files = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "random bytes": bytes(range(256)) * 64,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name.replace(' ', '_')}.ckpt"
+        paths[name].write_bytes(content)
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["n_embd"] *= 2  # weights of another shape
+    paths["wrong architecture"] = tmp_path / "wrong.ckpt"
+    torch.save(checkpoint, paths["wrong architecture"])
+    paths["a directory"] = tmp_path
+    return paths
+
+
+def test_bad_checkpoint_files_are_one_line_errors(good_checkpoint, tmp_path):
+    expected = {
+        "truncated": "is not a readable checkpoint",
+        "empty": "is empty (0 bytes)",
+        "random bytes": "is not a readable checkpoint",
+        "wrong architecture": "its weights do not fit the model",
+        "a directory": "is a directory, not a checkpoint file",
+    }
+    for name, path in bad_checkpoints(good_checkpoint, tmp_path).items():
+        with pytest.raises(ValueError) as error:
+            load_checkpoint(path)
+        message = str(error.value)
+        assert expected[name] in message and "\n" not in message, name
+        assert "weights_only" not in message, name
+
+
+def test_the_command_line_reports_bad_checkpoints_without_a_traceback(
+    good_checkpoint, tmp_path, cache_dir
+):
+    bad = bad_checkpoints(good_checkpoint, tmp_path)["truncated"]
+    result = run("sample.py", f"ckpt_path={bad}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: {bad} is not a readable checkpoint (truncated or not a checkpoint)"
+    )
+    result = run(
+        "train.py",
+        "experiment=tiny",
+        f"ckpt_path={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: ckpt_path={tmp_path} is a directory" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -1,0 +1,295 @@
+"""Long runs: a run killed at any moment and resumed ends bit-identical to one that was never
+stopped; signals stop a run with a checkpoint; failures stop every rank cleanly."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+from conftest import ROOT
+
+import train as train_script
+from minigpt.checkpoint_callbacks import AtomicCheckpointIO
+from minigpt.lightning_module import GPTLightningModule
+from minigpt.preflight import run_subdir
+from minigpt.report import RunReport
+
+# 60 steps of the tiny model, validated every 20, last.ckpt every 10 steps; the schedule's
+# decay is fixed at 60 steps, so that a run may be started longer and resumed to 60
+LONG_RUN = (
+    "experiment=tiny",
+    "trainer.max_steps=60",
+    "scheduler.decay_steps=60",
+    "trainer.val_check_interval=20",
+    "callbacks.last_checkpoint.every_n_steps=10",
+    "trainer.enable_progress_bar=false",
+    "sample.num_samples=0",
+)
+# what must not differ between a resumed run and an uninterrupted one
+SAME = (
+    "status",
+    "val_curve",
+    "best_val_loss",
+    "best_val_step",
+    "final_val_loss",
+    "final_val_bpb",
+    "train_loss",
+    "steps",
+    "tokens_seen",
+    "parameters",
+)
+
+
+def start(run_dir, cache_dir, *overrides, pythonpath=None):
+    """train.py in its own process group (a kill reaches every DDP rank, as on a cluster),
+    on one thread, so that two runs side by side share the 2 cores without slowing each
+    other down (and every run computes alike, whatever runs beside it)."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    command = [sys.executable, str(ROOT / "train.py"), *LONG_RUN, *overrides]
+    command += [f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        command,
+        cwd=run_dir.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process, timeout=300):
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def kill_after_checkpoints(process, run_dir, seed):
+    """SIGKILL to the whole process group at a random moment after last.ckpt has been
+    written 1 to 3 times (each write replaces the file: a new inode)."""
+    rng = random.Random(seed)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    writes, seen = rng.randint(1, 3), None
+    deadline = time.monotonic() + 240
+    while writes:
+        assert process.poll() is None, finish(process)[1][-3000:]
+        assert time.monotonic() < deadline
+        inode = last.stat().st_ino if last.exists() else None
+        if inode is not None and inode != seen:
+            seen, writes = inode, writes - 1
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.1))
+    os.killpg(process.pid, signal.SIGKILL)
+    returncode, output = finish(process)
+    assert returncode == -signal.SIGKILL, "the run ended before it was killed: " + output[-2000:]
+
+
+def assert_same_run(a, b):
+    """Same weights and optimizer state (max |delta| = 0) and the same metrics.json."""
+    ckpt_a = torch.load(a / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt_b = torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt_a["global_step"] == ckpt_b["global_step"] == 60
+    for key, value in ckpt_a["state_dict"].items():
+        assert torch.equal(value, ckpt_b["state_dict"][key]), key
+    for state_a, state_b in zip(
+        ckpt_a["optimizer_states"][0]["state"].values(),
+        ckpt_b["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        for name in state_a:
+            assert torch.equal(state_a[name], state_b[name]), name
+    metrics_a = json.loads((a / "metrics.json").read_text())
+    metrics_b = json.loads((b / "metrics.json").read_text())
+    assert [step for step, _ in metrics_a["val_curve"]] == [20, 40, 60]
+    for key in SAME:
+        assert metrics_a[key] == metrics_b[key], key
+    assert metrics_a["resumed_at"] == [] and len(metrics_b["resumed_at"]) == 1
+    return metrics_b
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        (),
+        ("model.dropout=0.1", "trainer.accumulate_grad_batches=2", "data.batch_size=4"),
+        ("model.dropout=0.1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"),
+    ],
+    ids=["plain", "dropout+accumulation", "ddp+dropout"],
+)
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    uninterrupted = start(whole, cache_dir, *variant)  # side by side with the killed run
+    # started longer, so that it is still running whenever the kill comes
+    longer = start(killed, cache_dir, *variant, "trainer.max_steps=100000")
+    kill_after_checkpoints(longer, killed, seed=len(variant))
+    returncode, output = finish(uninterrupted)
+    assert returncode == 0, output[-3000:]
+    killed_at = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 10 <= killed_at < 60
+    returncode, output = finish(
+        start(killed, cache_dir, *variant, "ckpt_path=last", "trainer.max_steps=60")
+    )
+    assert returncode == 0, output[-3000:]
+    metrics = assert_same_run(whole, killed)
+    assert metrics["resumed_at"] == [killed_at]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_last_ckpt_marks_the_run_and_exits_non_zero(tmp_path, cache_dir, signum):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, cache_dir, "trainer.max_steps=100000")
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert process.poll() is None, finish(process)[1][-3000:]
+        time.sleep(0.01)
+    process.send_signal(signum)
+    returncode, output = finish(process)
+    assert returncode == 128 + signum, output[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["interrupted"] == signum.name
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == metrics["steps"] > 10  # the step it stopped at
+    assert "ckpt_path=last" in output and f"hydra.run.dir={run_dir}" in output
+    assert "Traceback" not in output
+
+
+def test_resume_refuses_a_changed_model_and_a_missing_checkpoint(compose_train, tmp_path):
+    run_dir = tmp_path / "run"
+
+    def train(*overrides):
+        cfg = compose_train(*LONG_RUN, "logger=none", *overrides, output_dir=run_dir)
+        return train_script.train(cfg)
+
+    train("trainer.max_steps=20")
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(ValueError, match="model.n_embd=64 changes the model's shape"):
+        train("ckpt_path=last", "model.n_embd=64")
+    with pytest.raises(ValueError, match="optimizer.lr=0.1 changes the run"):
+        train("ckpt_path=last", "optimizer.lr=0.1")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train("trainer.max_steps=20")  # a directory with a run is entered only to resume it
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+    # extending a run is allowed
+    train("ckpt_path=last", "trainer.max_steps=30")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["resumed_at"] == [20]
+    assert [step for step, _ in metrics["val_curve"]] == [20]
+    with pytest.raises(FileNotFoundError, match="ckpt_path=last: there is no"):
+        compose_and_train = compose_train(*LONG_RUN, "ckpt_path=last", output_dir=tmp_path / "new")
+        train_script.train(compose_and_train)
+
+
+def test_nan_on_one_ddp_rank_stops_both_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    process = start(
+        run_dir,
+        cache_dir,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "+callbacks.poison._target_=probes.PoisonWeights",
+        "+callbacks.poison.step=15",
+        "+callbacks.poison.rank=1",
+        pythonpath=ROOT / "tests",
+    )
+    returncode, output = finish(process, timeout=240)  # a rank left waiting would hang
+    assert returncode == 0, output[-3000:]
+    text = (run_dir / "metrics.json").read_text()
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert metrics["status"] == "diverged" and metrics["diverged"]
+    assert metrics["steps"] == 16  # both ranks stopped after the step that saw the NaN
+    assert metrics["best_checkpoint"] is None
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_divergence_before_the_first_validation_writes_no_checkpoint(compose_train, tmp_path):
+    cfg = compose_train(
+        *LONG_RUN,
+        "logger=none",
+        "+callbacks.poison._target_=probes.PoisonWeights",
+        "+callbacks.poison.step=3",
+    )
+    assert train_script.train(cfg) == float("inf")
+    metrics = json.loads(
+        (tmp_path / "metrics.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"),
+    )
+    assert metrics["diverged"] and metrics["train_loss"] is None
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+def test_validation_and_checkpoints_count_optimizer_steps_with_accumulation(
+    compose_train, tmp_path
+):
+    cfg = compose_train(
+        *LONG_RUN,
+        "logger=none",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=5",
+        "trainer.accumulate_grad_batches=3",
+        "callbacks.last_checkpoint.every_n_steps=4",
+    )
+    saved_at = []
+
+    class Saves(L.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            saved_at.append(trainer.global_step)
+
+    datamodule, module, trainer = train_script.build(cfg)
+    trainer.callbacks.append(Saves())
+    trainer.fit(module, datamodule=datamodule)
+    report = next(c for c in trainer.callbacks if isinstance(c, RunReport))
+    assert [step for step, _ in report.val_curve] == [5, 10]
+    assert trainer.global_step == 12 and sorted(set(saved_at)) == [4, 5, 8, 10, 12]
+
+
+def test_a_reloaded_module_logs_the_same_metrics(compose_train, tmp_path):
+    cfg = compose_train(*LONG_RUN, "logger=none", "trainer.max_steps=4")
+    datamodule, module, trainer = train_script.build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    reloaded = GPTLightningModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", weights_only=True
+    )
+    assert reloaded.val_tokens_per_byte == module.val_tokens_per_byte > 0
+    assert reloaded.flops_per_batch == module.flops_per_batch > 0
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """A full disk mid-write: the error is raised, last.ckpt is still the earlier one, and
+    no temporary file is left beside it."""
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+
+    def full_disk(obj, f):
+        f.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_every_run_gets_a_directory_of_its_own(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    name = run_subdir("run")
+    assert name.endswith(f"-{os.getpid()}")  # <date>/<time>-<pid>: unique on a machine
+    slurm = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert run_subdir("run") == "slurm-77"  # the same when the job is requeued
+    assert run_subdir("sweep").endswith(f"-{os.getpid()}")
