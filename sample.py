@@ -63,8 +63,9 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
     """Generates cfg.num_samples continuations of the prompt; returns them (prompt
     included), streaming the text to `out` when there is one sample."""
-    temperature = 0.0 if cfg.greedy else float(cfg.temperature)
+    temperature = 0.0 if cfg.greedy else cfg.temperature
     check_sampling_args(temperature, cfg.top_k, cfg.top_p)
+    temperature = float(temperature)
     if cfg.max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} must be a positive integer")
     if cfg.num_samples <= 0:
@@ -73,6 +74,8 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but this machine has no CUDA GPU: use device=cpu")
     model, tokenizer = load_checkpoint(
         cfg.ckpt_path or latest_best_checkpoint(cfg.runs_dir), device
     )

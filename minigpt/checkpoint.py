@@ -18,10 +18,10 @@ from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizers import CharTokenizer, tokenizer_from_dict
 
 
-def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
-    """A checkpoint's contents (torch.load with weights_only=True: minigpt checkpoints hold
-    tensors and plain data only), or a ValueError/FileNotFoundError that says what is
-    wrong with the file in one line."""
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents, on the CPU (torch.load with weights_only=True: minigpt
+    checkpoints hold tensors and plain data only), or a ValueError/FileNotFoundError that
+    says what is wrong with the file in one line."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a checkpoint file: pass a .ckpt file")
@@ -30,7 +30,7 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
         # torch's own message advises weights_only=False, which would run code from the file
         reason = "truncated or not a checkpoint" if "zip" in str(err).lower() else "unreadable"
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
     """The GPT (in eval mode) and tokenizer stored in a checkpoint written by train.py."""
-    checkpoint = read_checkpoint(path, device)
+    checkpoint = read_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
     try:
         model = GPT(GPTConfig(**hparams["model"]))

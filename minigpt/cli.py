@@ -6,13 +6,30 @@ import functools
 import os
 import sys
 
+from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
 
 
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of an error that bad input caused, else None. Hydra wraps what a
+    config's constructor raised (InstantiationException, its cause the error itself);
+    Lightning's MisconfigurationException is matched by name, so that sample.py need not
+    import Lightning."""
+    if isinstance(err, InstantiationException) and err.__cause__ is not None:
+        return user_error(err.__cause__)
+    if isinstance(err, MissingMandatoryValue):
+        key = err.full_key or "a value"
+        return f"{key} has no value (???): set it on the command line, {key}=..."
+    misconfigured = any(c.__name__ == "MisconfigurationException" for c in type(err).__mro__)
+    if isinstance(err, USER_ERRORS) or misconfigured:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return None
+
+
 def exit_on_user_error(main):
-    """Runs main; a ValueError/FileNotFoundError (bad config, bad data, bad arguments) prints
+    """Runs main; an error caused by bad input (bad config, bad data, bad arguments) prints
     `error: <message>` and exits with status 2 instead of a stack trace. HYDRA_FULL_ERROR=1
     shows the trace."""
 
@@ -20,10 +37,11 @@ def exit_on_user_error(main):
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except USER_ERRORS as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as err:
+            message = user_error(err)
+            if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

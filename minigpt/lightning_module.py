@@ -13,6 +13,8 @@ from torchmetrics.text import Perplexity
 
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def bits_per_byte(loss: float, tokens_per_byte: float) -> float:
     """Bits per byte of text from a loss in nats per token: compares models whose
@@ -55,6 +57,11 @@ class GPTLightningModule(L.LightningModule):
         tokens_per_batch: int = 0,
     ):
         super().__init__()
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode={compile_mode!r} is not one of "
+                f"{', '.join(str(m) for m in COMPILE_MODES)}"
+            )
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
         self.model = GPT(GPTConfig(**model))
         # a compiled function, not a module, so it adds nothing to the state dict

@@ -7,6 +7,7 @@ from conftest import run
 
 import train as train_script
 from minigpt.checkpoint import load_checkpoint
+from minigpt.cli import user_error
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,26 @@ def test_the_command_line_reports_bad_checkpoints_without_a_traceback(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"error: ckpt_path={tmp_path} is a directory" in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_errors_from_configured_constructors_are_one_line(compose_train):
+    """Hydra wraps what a constructor raises; Lightning raises its own exception type."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train("experiment=tiny", "data.corpus=foo")
+    with pytest.raises(Exception) as wrapped:
+        instantiate(cfg.data)
+    assert user_error(wrapped.value) == "data.corpus='foo' is not one of shakespeare, text_files"
+    cfg = compose_train("experiment=tiny", "trainer.devices=0")
+    with pytest.raises(Exception) as wrapped:
+        instantiate(cfg.trainer)
+    assert "Trainer(devices=0)` value is not a valid input" in user_error(wrapped.value)
+    cfg = compose_train("data=text_files")
+    with pytest.raises(Exception) as missing:
+        cfg.data.paths  # noqa: B018
+    assert user_error(missing.value) == (
+        "data.paths has no value (???): set it on the command line, data.paths=..."
+    )
+    assert user_error(RuntimeError("a bug")) is None  # not bad input: the traceback shows
+    with pytest.raises(ValueError, match="compile_mode='bogus' is not one of"):
+        train_script.train(compose_train("experiment=tiny", "compile=true", "compile_mode=bogus"))
