@@ -146,7 +146,7 @@ def test_bad_sampling_arguments_are_one_line_errors(tiny_run, tmp_path, capsys, 
     monkeypatch.chdir(tmp_path)
     checkpoint = f"ckpt_path={tiny_run[0] / 'checkpoints' / 'best.ckpt'}"
     for args, message in [
-        ([checkpoint, "temperature=-1"], "temperature=-1.0 must be >= 0"),
+        ([checkpoint, "temperature=-1"], "temperature=-1 must be >= 0"),
         ([checkpoint, "max_new_tokens=0"], "max_new_tokens=0 must be a positive integer"),
         ([checkpoint, "prompt='Rom€o'"], "outside the vocabulary: '€'"),
         (["ckpt_path=nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
