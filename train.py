@@ -186,17 +186,25 @@ def train(cfg: DictConfig) -> float | None:
     return float(value) if value is not None else None
 
 
-def refuse_a_run_dir_in_use(argv: list[str]) -> None:
-    """`hydra.run.dir=<a run's directory>` without ckpt_path: refused before Hydra writes
-    its config files there (a requeued SLURM job resumes there instead)."""
+def check_run_dir_before_hydra(argv: list[str]) -> None:
+    """What Hydra would otherwise meet first, with a traceback or by overwriting: a run
+    directory (or outputs/) that cannot be written, or `hydra.run.dir=<a run's directory>`
+    without ckpt_path (refused before Hydra writes its config files there; a requeued SLURM
+    job resumes there instead)."""
     args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
-    if "hydra.run.dir" not in args or "-m" in argv or "--multirun" in argv:
-        return
-    if args.get("ckpt_path", "null") == "null":
-        run_dir = Path(args["hydra.run.dir"])
-        if conflict := run_dir_conflict(run_dir, resolve_ckpt_path(None, run_dir)):
-            print(f"error: {conflict}", file=sys.stderr)
-            sys.exit(2)
+    run_dir = args.get("hydra.run.dir")
+    try:
+        if run_dir is None or "-m" in argv or "--multirun" in argv:
+            check_writable(Path(args.get("paths.log_dir", "outputs")), "paths.log_dir")
+            return
+        check_writable(Path(run_dir), "hydra.run.dir")
+        if args.get("ckpt_path", "null") == "null":
+            run_dir = Path(run_dir)
+            if conflict := run_dir_conflict(run_dir, resolve_ckpt_path(None, run_dir)):
+                raise ValueError(conflict)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -210,5 +218,5 @@ if __name__ == "__main__":
     # the task there: let them import minigpt from this checkout, whatever their directory
     root = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    refuse_a_run_dir_in_use(sys.argv[1:])
+    check_run_dir_before_hydra(sys.argv[1:])
     main()

@@ -145,3 +145,22 @@ def test_errors_from_configured_constructors_are_one_line(compose_train):
     assert user_error(RuntimeError("a bug")) is None  # not bad input: the traceback shows
     with pytest.raises(ValueError, match="compile_mode='bogus' is not one of"):
         train_script.train(compose_train("experiment=tiny", "compile=true", "compile_mode=bogus"))
+
+
+def test_run_directories_are_checked_before_hydra_writes_into_them(
+    good_checkpoint, tmp_path, capsys
+):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    finished_run = good_checkpoint.parent.parent
+    for argv, message in [
+        ([f"hydra.run.dir={blocker / 'run'}"], "cannot write to hydra.run.dir="),
+        ([f"paths.log_dir={blocker / 'outputs'}"], "cannot write to paths.log_dir="),
+        ([f"hydra.run.dir={finished_run}"], "already holds a run"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            train_script.check_run_dir_before_hydra(["experiment=tiny", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    before = sorted(p.name for p in finished_run.rglob("*"))
+    train_script.check_run_dir_before_hydra([f"hydra.run.dir={finished_run}", "ckpt_path=last"])
+    assert sorted(p.name for p in finished_run.rglob("*")) == before
