@@ -1,7 +1,9 @@
 """Train a GPT: `python train.py [overrides]` (Hydra; see conf/train.yaml and the README).
 
-Writes checkpoints, logs and metrics.json under the run's output directory, prints a sample
-from the best checkpoint and returns the optimized metric (for sweepers).
+Checks the config and the run directory, builds the data, model and Trainer, fits (resuming
+from `ckpt_path=<file>|last` if given) and reports: checkpoints, logs and metrics.json under
+the run's output directory, a sample from the best checkpoint, and the optimized metric as
+the return value (for sweepers).
 """
 
 from __future__ import annotations

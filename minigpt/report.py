@@ -77,6 +77,8 @@ class RunReport(L.Callback):
         self.resumed_at: list[int] = []  # steps this run was resumed from
         self.interrupted: str | None = None  # the signal that stopped the run, if any
         self.metrics: dict | None = None
+        self._start = time.perf_counter()  # of this session's fit
+        self._graphs_before = 0
 
     @property
     def state_key(self) -> str:
