@@ -19,20 +19,25 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("token_cache")
 
 
+def compose_into(output_dir: Path, cache_dir: Path, *overrides: str):
+    """conf/train.yaml composed as train.py would compose it, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={output_dir}",
+                f"paths.cache_dir={cache_dir}",
+                *overrides,
+            ],
+        )
+
+
 @pytest.fixture
 def compose_train(tmp_path, cache_dir):
     """Composes conf/train.yaml as train.py would, writing into tmp_path."""
 
     def _compose(*overrides: str, output_dir: Path | None = None):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose(
-                "train",
-                overrides=[
-                    f"paths.output_dir={output_dir or tmp_path}",
-                    f"paths.cache_dir={cache_dir}",
-                    *overrides,
-                ],
-            )
+        return compose_into(output_dir or tmp_path, cache_dir, *overrides)
 
     return _compose
 

@@ -3,7 +3,7 @@ traceback, nothing written or overwritten."""
 
 import pytest
 import torch
-from conftest import run
+from conftest import compose_into, run
 
 import train as train_script
 from minigpt.checkpoint import load_checkpoint
@@ -46,23 +46,9 @@ def test_a_gpu_requested_where_there_is_none(compose_train):
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory, cache_dir):
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
-
     out = tmp_path_factory.mktemp("good")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=tiny",
-                "trainer.max_steps=4",
-                "logger=none",
-                "sample.num_samples=0",
-                f"paths.output_dir={out}",
-                f"paths.cache_dir={cache_dir}",
-            ],
-        )
-    train_script.train(cfg)
+    overrides = ("experiment=tiny", "trainer.max_steps=4", "logger=none", "sample.num_samples=0")
+    train_script.train(compose_into(out, cache_dir, *overrides))
     return out / "checkpoints" / "last.ckpt"
 
 

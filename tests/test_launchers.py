@@ -40,6 +40,33 @@ def test_slurm_launcher_configs_compose():
     assert launcher.submitit_folder.endswith("/.submitit/%j")
 
 
+def ddp_task_command(cache_dir, *overrides):
+    """`python train.py` of a 2-task DDP job on CPU, as srun would start each task."""
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+        *overrides,
+    ]
+
+
+def slurm_job_env(job_id: str) -> dict:
+    """What SLURM sets in a batch job of one node with two tasks."""
+    return {
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_NODELIST": "localhost",
+    }
+
+
 def slurm_env(tmp_path):
     path = os.pathsep.join([str(FAKE_SLURM), os.path.dirname(sys.executable), os.environ["PATH"]])
     return {
@@ -92,25 +119,10 @@ def test_sweep_on_slurm_runs_each_job_as_ddp_tasks(tmp_path, cache_dir):
 def test_ddp_started_by_srun(tmp_path, cache_dir):
     """The docs' `srun python train.py trainer=ddp ...`: srun starts one process per task;
     Lightning takes ranks from SLURM instead of starting processes itself."""
-    env = slurm_env(tmp_path) | {
-        "SLURM_JOB_ID": "4321",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_NTASKS": "2",
-        "SLURM_NTASKS_PER_NODE": "2",
-        "SLURM_NNODES": "1",
-        "SLURM_NODELIST": "localhost",
-    }
+    env = slurm_env(tmp_path) | slurm_job_env("4321")
     result = run(
         "tests/fake_slurm/srun",
-        sys.executable,
-        str(ROOT / "train.py"),
-        "experiment=tiny",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "sample.num_samples=0",
-        f"paths.cache_dir={cache_dir}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        *ddp_task_command(cache_dir, f"hydra.run.dir={tmp_path / 'run'}"),
         cwd=tmp_path,
         env=env,
     )
@@ -158,17 +170,12 @@ def test_slurm_requeue_signal_checkpoints_requeues_and_the_job_resumes(tmp_path,
     command = [
         sys.executable,
         str(FAKE_SLURM / "srun"),
-        sys.executable,
-        str(ROOT / "train.py"),
-        "experiment=tiny",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.max_steps=100",
-        "trainer.enable_progress_bar=false",
-        "callbacks.last_checkpoint.every_n_steps=10",
-        "sample.num_samples=0",
-        f"paths.cache_dir={cache_dir}",
+        *ddp_task_command(
+            cache_dir,
+            "trainer.max_steps=100",
+            "trainer.enable_progress_bar=false",
+            "callbacks.last_checkpoint.every_n_steps=10",
+        ),
     ]
     run_dir = tmp_path / "outputs" / "slurm-4322"
     job = subprocess.Popen(

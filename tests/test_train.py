@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_sample, run
+from conftest import ROOT, compose_into, compose_sample, run
 from hydra.utils import instantiate
 
 import sample as sample_script
@@ -19,6 +19,17 @@ from minigpt import callbacks, sweep_report
 from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.data import StepBatches
+
+# plain SGD at a constant lr: an update is lr x gradient (Adam's first step is ~lr x its sign)
+PLAIN_SGD = (
+    "scheduler=constant",
+    "scheduler.warmup_steps=0",
+    "optimizer._target_=torch.optim.SGD",
+    "~optimizer.betas",
+    "~optimizer.eps",
+    "~optimizer.fused",
+    "optimizer.weight_decay=0.0",
+)
 
 
 def read_csv_metrics(output_dir):
@@ -43,20 +54,8 @@ def test_fast_dev_run_of_the_default_config(compose_train, tmp_path, logger):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache_dir):
     """One tiny run with the CSV logger, shared by the tests that inspect its outputs."""
-    from hydra import compose, initialize_config_dir
-
     out = tmp_path_factory.mktemp("tiny_run")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=tiny",
-                "logger=csv",
-                f"paths.output_dir={out}",
-                f"paths.cache_dir={cache_dir}",
-            ],
-        )
-    result = train_script.train(cfg)
+    result = train_script.train(compose_into(out, cache_dir, "experiment=tiny", "logger=csv"))
     return out, result
 
 
@@ -369,15 +368,8 @@ def test_gradient_accumulation_matches_the_larger_batch(compose_train, tmp_path)
         "trainer.gradient_clip_val=null",
         "data.batch_size=4",
         "trainer.accumulate_grad_batches=2",
-        "scheduler=constant",
-        "scheduler.warmup_steps=0",
-        # plain SGD: the update is lr x gradient (Adam's first step is ~lr x its sign)
-        "optimizer._target_=torch.optim.SGD",
-        "~optimizer.betas",
-        "~optimizer.eps",
-        "~optimizer.fused",
+        *PLAIN_SGD,
         "optimizer.lr=0.5",
-        "optimizer.weight_decay=0.0",
     )
     L.seed_everything(cfg.seed)
     datamodule, module, trainer = train_script.build(cfg)
@@ -432,14 +424,8 @@ def test_gradient_clipping_bounds_the_update_norm(compose_train, tmp_path, log_e
         "trainer.limit_val_batches=0",
         f"trainer.log_every_n_steps={log_every}",
         "trainer.gradient_clip_val=0.1",
-        "scheduler=constant",
-        "scheduler.warmup_steps=0",
-        "optimizer._target_=torch.optim.SGD",
-        "~optimizer.betas",
-        "~optimizer.eps",
-        "~optimizer.fused",
+        *PLAIN_SGD,
         "optimizer.lr=1.0",
-        "optimizer.weight_decay=0.0",
     )
     L.seed_everything(cfg.seed)
     datamodule, module, trainer = train_script.build(cfg)
