@@ -81,6 +81,12 @@ class BestCheckpoint(_FiniteCheckpoint):
         )
 
 
+def ends_optimizer_step(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether this training batch is the last of its optimizer step (gradient accumulation
+    done): the only place a checkpoint holds a whole step."""
+    return (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+
+
 def validates_after(trainer: L.Trainer, batch_idx: int) -> bool:
     """Whether Lightning validates right after this training batch (every
     `val_check_batch` batches, counted over the whole run)."""
@@ -125,8 +131,10 @@ class LastCheckpoint(_FiniteCheckpoint):
         self._last_time = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._last_global_step_saved == trainer.global_step or trainer.sanity_checking:
-            return  # saved already, or inside gradient accumulation
+        if not ends_optimizer_step(trainer, batch_idx):
+            return  # inside gradient accumulation: the state is not a whole step
+        if self._last_global_step_saved == trainer.global_step:
+            return  # saved already
         due = self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0
         if self.every_n_minutes is not None and not due:
             late = time.monotonic() - self._last_time >= 60 * self.every_n_minutes

@@ -23,7 +23,7 @@ import subprocess
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from minigpt.checkpoint_callbacks import LastCheckpoint, validates_after
+from minigpt.checkpoint_callbacks import LastCheckpoint, ends_optimizer_step, validates_after
 from minigpt.preflight import slurm_job_id
 from minigpt.report import RunReport, find_callback
 
@@ -78,7 +78,7 @@ class GracefulStop(L.Callback):
         log.warning(f"{self.received.name}: saving last.ckpt after this step, then stopping")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not ends_optimizer_step(trainer, batch_idx):
             return  # inside gradient accumulation: the state is not a whole step
         flag = self.received is not None
         if trainer.world_size > 1:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import lightning as L
 import pytest
@@ -16,6 +17,7 @@ import torch
 from conftest import ROOT
 
 import train as train_script
+from minigpt import checkpoint_callbacks
 from minigpt.checkpoint_callbacks import AtomicCheckpointIO
 from minigpt.lightning_module import GPTLightningModule
 from minigpt.preflight import run_subdir
@@ -251,6 +253,34 @@ def test_validation_and_checkpoints_count_optimizer_steps_with_accumulation(
     report = next(c for c in trainer.callbacks if isinstance(c, RunReport))
     assert [step for step, _ in report.val_curve] == [5, 10]
     assert trainer.global_step == 12 and sorted(set(saved_at)) == [4, 5, 8, 10, 12]
+
+
+def test_time_based_checkpoints_wait_for_the_end_of_an_optimizer_step(compose_train, monkeypatch):
+    """every_n_minutes with accumulation: a checkpoint that falls due mid-accumulation is
+    written at the end of that optimizer step, never with a step half done."""
+    readings = iter(range(0, 10**6, 24))  # each reading 24 s later: late at the 3rd
+    clock = types.SimpleNamespace(monotonic=lambda: next(readings))
+    monkeypatch.setattr(checkpoint_callbacks, "time", clock)  # LastCheckpoint's clock only
+    cfg = compose_train(
+        *LONG_RUN,
+        "logger=none",
+        "trainer.max_steps=8",
+        "trainer.limit_val_batches=0",
+        "trainer.accumulate_grad_batches=3",
+        "callbacks.last_checkpoint.every_n_steps=null",
+        "callbacks.last_checkpoint.every_n_minutes=1",
+    )
+    saved_after_batches = []
+
+    class Saves(L.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            saved_after_batches.append(trainer.fit_loop.epoch_loop.batch_progress.total.ready)
+
+    datamodule, module, trainer = train_script.build(cfg)
+    trainer.callbacks.append(Saves())
+    trainer.fit(module, datamodule=datamodule)
+    assert len(saved_after_batches) > 2
+    assert all(batches % 3 == 0 for batches in saved_after_batches), saved_after_batches
 
 
 def test_a_reloaded_module_logs_the_same_metrics(compose_train, tmp_path):
