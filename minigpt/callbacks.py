@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info
 
+from minigpt.cli import is_number
 from minigpt.sampling import sample_texts
 from minigpt.tokenizers import tokenizer_from_dict
 
@@ -93,7 +94,7 @@ class StopAtValLoss(EarlyStopping):
     first validation whose val/loss is below target (`stop_at_val_loss`), and says so."""
 
     def __init__(self, target: float):
-        if isinstance(target, bool) or not isinstance(target, int | float) or not target > 0:
+        if not is_number(target) or not target > 0:
             raise ValueError(f"stop_at_val_loss={target!r} must be a positive number or null")
         super().__init__(
             monitor="val/loss",

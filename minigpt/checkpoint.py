@@ -21,7 +21,8 @@ from minigpt.tokenizers import CharTokenizer, tokenizer_from_dict
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's contents, on the CPU (torch.load with weights_only=True: minigpt
     checkpoints hold tensors and plain data only), or a ValueError/FileNotFoundError that
-    says what is wrong with the file in one line."""
+    says what is wrong with the file in one line. Memory-mapped: checking a checkpoint
+    before resuming from it (which loads it again) reads its tensors only where used."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a checkpoint file: pass a .ckpt file")
@@ -30,7 +31,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
         # torch's own message advises weights_only=False, which would run code from the file
         reason = "truncated or not a checkpoint" if "zip" in str(err).lower() else "unreadable"

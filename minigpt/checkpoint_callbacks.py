@@ -22,6 +22,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from minigpt.cli import is_integer, is_number
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save into `<name>.tmp-<pid>` in the target's directory, fsync, rename over the
@@ -107,11 +109,16 @@ class LastCheckpoint(_FiniteCheckpoint):
     def __init__(
         self, dirpath: str, every_n_steps: int | None = 100, every_n_minutes: float | None = None
     ):
-        for name, value in (("every_n_steps", every_n_steps), ("every_n_minutes", every_n_minutes)):
-            if value is not None and (isinstance(value, bool) or not value > 0):
-                raise ValueError(
-                    f"callbacks.last_checkpoint.{name}={value!r} must be a positive number or null"
-                )
+        if every_n_steps is not None and (not is_integer(every_n_steps) or every_n_steps <= 0):
+            raise ValueError(
+                f"callbacks.last_checkpoint.every_n_steps={every_n_steps!r} must be a positive "
+                "integer or null"
+            )
+        if every_n_minutes is not None and (not is_number(every_n_minutes) or every_n_minutes <= 0):
+            raise ValueError(
+                f"callbacks.last_checkpoint.every_n_minutes={every_n_minutes!r} must be a "
+                "positive number or null"
+            )
         super().__init__(
             dirpath=dirpath,
             monitor=None,

@@ -13,6 +13,8 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt.cli import is_integer, is_number
+
 # option -> the smallest value it takes
 INTEGERS = {
     "seed": 0,
@@ -38,18 +40,16 @@ def check_config(cfg: DictConfig) -> None:
     """Raises a ValueError naming the first option whose value has the wrong type or range."""
     for key, low in INTEGERS.items():
         value = option(cfg, key)
-        if value is not _ABSENT and (
-            isinstance(value, bool) or not isinstance(value, int) or value < low
-        ):
+        if value is not _ABSENT and (not is_integer(value) or value < low):
             raise ValueError(f"{key}={value!r} must be an integer >= {low}")
     for key, low in NUMBERS.items():
         value = option(cfg, key)
         if value is _ABSENT or (value is None and key == "trainer.gradient_clip_val"):
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        if not is_number(value) or value < low:
             raise ValueError(f"{key}={value!r} must be a number >= {low}")
     limit = option(cfg, "trainer.limit_val_batches")
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+    if not is_number(limit) or limit < 0:
         raise ValueError(
             f"trainer.limit_val_batches={limit!r} must be a batch count or a fraction in [0, 1]"
         )

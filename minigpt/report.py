@@ -84,12 +84,16 @@ class RunReport(L.Callback):
     def state_key(self) -> str:
         return "RunReport"
 
+    @property
+    def seconds_so_far(self) -> float:
+        """Training time of the whole run: earlier sessions and this one."""
+        return self.train_seconds + time.perf_counter() - self._start
+
     def state_dict(self) -> dict:
-        seconds = self.train_seconds + time.perf_counter() - self._start
         return {
             "config": self.source,
             "val_curve": self.val_curve,
-            "train_seconds": seconds,
+            "train_seconds": self.seconds_so_far,
             "resumed_at": self.resumed_at,
         }
 
@@ -169,7 +173,7 @@ class RunReport(L.Callback):
             "train_loss": train_loss,
             "steps": trainer.global_step,
             "tokens_seen": trainer.global_step * self.tokens_per_step,
-            "wall_time_s": round(self.train_seconds + time.perf_counter() - self._start, 2),
+            "wall_time_s": round(self.seconds_so_far, 2),
             "median_step_ms": timer.median_ms if timer else None,
             "parameters": pl_module.model.num_parameters(),
             "stop_at_val_loss": target,

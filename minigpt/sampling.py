@@ -7,19 +7,16 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from minigpt.cli import is_integer, is_number
 from minigpt.model import GPT
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not _is_number(temperature):
+    if not is_number(temperature):
         raise ValueError(f"temperature={temperature!r} must be a number >= 0")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
+    if top_k is not None and not is_integer(top_k):
         raise ValueError(f"top_k={top_k!r} must be a positive integer or null")
-    if top_p is not None and not _is_number(top_p):
+    if top_p is not None and not is_number(top_p):
         raise ValueError(f"top_p={top_p!r} must be in (0, 1] or null")
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")

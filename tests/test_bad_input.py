@@ -128,6 +128,14 @@ def test_errors_from_configured_constructors_are_one_line(compose_train):
     assert user_error(missing.value) == (
         "data.paths has no value (???): set it on the command line, data.paths=..."
     )
+    for override, message in [
+        ("every_n_steps=abc", "every_n_steps='abc' must be a positive integer or null"),
+        ("every_n_minutes=0", "every_n_minutes=0 must be a positive number or null"),
+    ]:
+        cfg = compose_train("experiment=tiny", f"callbacks.last_checkpoint.{override}")
+        with pytest.raises(Exception) as wrapped:
+            instantiate(cfg.callbacks.last_checkpoint)
+        assert user_error(wrapped.value) == f"callbacks.last_checkpoint.{message}"
     assert user_error(RuntimeError("a bug")) is None  # not bad input: the traceback shows
     with pytest.raises(ValueError, match="compile_mode='bogus' is not one of"):
         train_script.train(compose_train("experiment=tiny", "compile=true", "compile_mode=bogus"))
