@@ -1,6 +1,8 @@
 """Sample text from a trained model: `python sample.py [ckpt_path=...] prompt="..." ...`.
 
-Without ckpt_path it uses the best checkpoint of the newest finished run under runs_dir.
+Without ckpt_path it uses the newest run under runs_dir (its best.ckpt, or its last.ckpt
+before a first validation), and says on stderr which checkpoint, step and val/loss it loaded.
+In `prompt` and `stop`, `\\n` and `\\t` mean a line break and a tab (`\\\\` a backslash).
 Decoding: temperature, top_k and top_p combine; greedy=true (or temperature=0) takes the
 most likely token every time. One sample streams to the terminal as it is generated;
 several are generated as one batch. Generation stops at max_new_tokens or, for each sample,
@@ -9,6 +11,7 @@ at the first of the `stop` strings (which is not printed). Speed goes to stderr.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,9 +20,23 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
+from minigpt.checkpoint import (
+    describe_checkpoint,
+    latest_checkpoint,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from minigpt.cli import exit_on_user_error
 from minigpt.sampling import check_sampling_args, generate_tokens
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """`\\n`, `\\t`, `\\r` and `\\\\` as the characters they name: a command line cannot
+    hold a line break, and Hydra keeps a backslash and the letter after it as they are.
+    Any other backslash stays."""
+    return re.sub(r"\\([ntr\\])", lambda m: ESCAPES[m.group(1)], text)
 
 
 def read_prompt(cfg: DictConfig) -> str:
@@ -33,7 +50,7 @@ def read_prompt(cfg: DictConfig) -> str:
             return path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"prompt_file={path} is not UTF-8 text") from None
-    return str(cfg.prompt)
+    return unescape(str(cfg.prompt))
 
 
 def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
@@ -71,17 +88,30 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if cfg.num_samples <= 0:
         raise ValueError(f"num_samples={cfg.num_samples} must be a positive integer")
     stops = [cfg.stop] if isinstance(cfg.stop, str) else [str(s) for s in cfg.stop or []]
+    stops = [unescape(s) for s in stops]
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but this machine has no CUDA GPU: use device=cpu")
-    model, tokenizer = load_checkpoint(
-        cfg.ckpt_path or latest_best_checkpoint(cfg.runs_dir), device
-    )
+    path = cfg.ckpt_path or latest_checkpoint(cfg.runs_dir)
+    checkpoint = read_checkpoint(path)
+    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    model, tokenizer = model_from_checkpoint(checkpoint, path, device)
+    del checkpoint
 
     prompt = read_prompt(cfg)
     ids = encode_prompt(prompt, tokenizer, model.config.block_size)
+    first_temperature = None
+    if temperature == 0 and not prompt.strip():
+        # a context of line breaks tells the model nothing: the most likely next token is
+        # a line break, and greedy decoding would repeat it to the end
+        first_temperature = float(cfg.temperature) if cfg.temperature > 0 else 1.0
+        print(
+            f"greedy: the prompt holds no text, so the first token is drawn (temperature "
+            f"{first_temperature}, seed {cfg.seed}); every later one is the most likely",
+            file=sys.stderr,
+        )
     context = torch.tensor([ids] * cfg.num_samples, device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stream = cfg.num_samples == 1
@@ -100,6 +130,7 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
         top_p=cfg.top_p,
         generator=generator,
         use_kv_cache=cfg.use_kv_cache,
+        first_temperature=first_temperature,
     )
     count = 0
     for token in steps:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt.callbacks import LoggingStepProgressBar, StopAtValLoss
 from minigpt.checkpoint import check_resume_config, load_checkpoint, read_checkpoint
 from minigpt.checkpoint_callbacks import AtomicCheckpointIO
-from minigpt.cli import exit_on_user_error
+from minigpt.cli import JobFailed, exit_on_user_error, in_multirun
 from minigpt.interruption import GracefulStop, RunInterrupted
 from minigpt.lightning_module import GPTLightningModule
 from minigpt.precision import auto_precision
@@ -36,8 +37,9 @@ from minigpt.preflight import (
     register_run_subdir,
     resolve_ckpt_path,
     run_dir_conflict,
+    set_cpu_threads,
 )
-from minigpt.report import RunReport, find_callback, summary_line
+from minigpt.report import RunReport, find_callback, run_header, summary, write_json_atomically
 from minigpt.sampling import sample_texts
 from minigpt.tokenizers import tokenizer_from_dict
 
@@ -48,6 +50,18 @@ register_run_subdir()
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # a resumed run writes into its own checkpoint directory
 warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+# expected here: debug=overfit_batch's data is a stream; a run started from another run's
+# checkpoint writes into its own directory
+warnings.filterwarnings("ignore", ".*overfit but enabled train dataloader shuffling")
+warnings.filterwarnings("ignore", ".*The dirpath has changed from")
+warnings.filterwarnings("ignore", ".*is smaller than the logging interval")
+# a diverged run's NaN val/ppl (the run reports its divergence itself)
+warnings.filterwarnings("ignore", "Encountered `nan` values in tensor")
+# Lightning's own use of a torch API that torch has renamed: nothing a user can act on
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+# Lightning's start-up notes (devices available, an advertisement, "max_steps reached"):
+# the run's header and summary say what matters
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -85,7 +99,7 @@ def build(
     if cfg.trainer.enable_progress_bar:
         # redrawn (and so reading values from the device) on logging steps only
         callbacks.append(
-            LoggingStepProgressBar(refresh_rate=cfg.trainer.log_every_n_steps * accumulate)
+            LoggingStepProgressBar(cfg.trainer.log_every_n_steps * accumulate, accumulate)
         )
     callbacks.append(GracefulStop())
     interval = cfg.trainer.val_check_interval
@@ -97,6 +111,10 @@ def build(
         val_check_interval=interval * accumulate if isinstance(interval, int) else interval,
         plugins=[AtomicCheckpointIO()],
     )
+    if cfg.trainer.get("overfit_batches"):
+        # Lightning's overfit_batches also limits validation to that many batches; keep the
+        # config's limit (debug=overfit_batch: 0, no validation of a memorized batch)
+        trainer.limit_val_batches = cfg.trainer.limit_val_batches
     tokens_per_step = trainer.world_size * accumulate * batch_tokens
     source = OmegaConf.to_container(cfg, resolve=False)
     report = RunReport(
@@ -157,10 +175,13 @@ def train(cfg: DictConfig) -> float | None:
             raise ValueError(f"{ckpt_path} holds no run record: it cannot be resumed")
         check_resume_config(saved["config"], OmegaConf.to_container(cfg, resolve=False), ckpt_path)
         log.info(f"resuming from {ckpt_path}")
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():  # how float32 matmuls run on a GPU (32-true runs)
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule, module, trainer = build(cfg)
+    threads = set_cpu_threads(cfg.threads, processes=trainer.num_devices)
+    if trainer.is_global_zero:
+        log.info(run_header(cfg, datamodule, module, trainer, threads))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RunInterrupted as stop:
@@ -180,7 +201,7 @@ def train(cfg: DictConfig) -> float | None:
             f"run diverged (loss not finite by step {metrics['steps']}): failed, reported as inf"
         )
         return float("inf")
-    log.info(summary_line(metrics, output_dir / "metrics.json"))
+    log.info(summary(metrics, output_dir))
     print_samples(cfg, module, metrics["best_checkpoint"])
     if cfg.optimized_metric == "val/loss":
         return metrics["best_val_loss"]
@@ -209,16 +230,46 @@ def check_run_dir_before_hydra(argv: list[str]) -> None:
         sys.exit(2)
 
 
+def remove_if_unused(run_dir: Path, log_dir: Path) -> None:
+    """Removes a failed run's directory when it holds nothing but what Hydra wrote at the
+    start (.hydra/, train.log): an empty outputs/<date>/<time>-<pid>/ per mistyped command
+    helps no one. A directory with checkpoints, logs or metrics.json stays."""
+    if not run_dir.is_dir() or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        day = run_dir.parent  # outputs/<date>/, if this was its only run
+        if day.parent.resolve() == log_dir.resolve() and not any(day.iterdir()):
+            day.rmdir()
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        return exit_on_user_error(train)(cfg)
+    except JobFailed as failed:  # a multirun job: its directory records why
+        if not (output_dir / "metrics.json").exists():
+            write_json_atomically(
+                output_dir / "metrics.json", {"status": "failed", "error": str(failed)}
+            )
+        raise
+    except BaseException:
+        if not in_multirun():
+            remove_if_unused(output_dir, Path(cfg.paths.log_dir))
+        raise
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python train.py [overrides]`: the checks Hydra would otherwise meet first, then the
+    Hydra application (which reads sys.argv)."""
     # launchers that start jobs in fresh interpreters (submitit, locally or on SLURM) unpickle
     # the task there: let them import minigpt from this checkout, whatever their directory
     root = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     check_run_dir_before_hydra(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

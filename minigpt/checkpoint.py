@@ -6,7 +6,6 @@ module does not, so that sample.py starts quickly).
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -46,7 +45,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
     """The GPT (in eval mode) and tokenizer stored in a checkpoint written by train.py."""
-    checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, device)
+
+
+def model_from_checkpoint(
+    checkpoint: dict, path: str | Path, device: str = "cpu"
+) -> tuple[GPT, CharTokenizer]:
+    """The GPT (in eval mode) and tokenizer of a checkpoint read by read_checkpoint."""
     hparams = checkpoint["hyper_parameters"]
     try:
         model = GPT(GPTConfig(**hparams["model"]))
@@ -60,24 +65,42 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, CharTok
     return model.to(device).eval(), tokenizer_from_dict(hparams["tokenizer"])
 
 
-def latest_best_checkpoint(runs_dir: str | Path = "outputs") -> Path:
-    """The best checkpoint of the most recently finished run under runs_dir (single runs and
-    multirun jobs alike), read from the runs' metrics.json files."""
+def describe_checkpoint(checkpoint: dict, path: str | Path) -> str:
+    """One line: the file, its step and the val/loss at (or last before) that step."""
+    step = checkpoint.get("global_step", 0)
+    report = checkpoint.get("callbacks", {}).get("RunReport")
+    seen = [(s, v) for s, v in (report or {}).get("val_curve", []) if s <= step]
+    if report is None:
+        val = "no val/loss recorded"
+    elif not seen:
+        val = "no validation yet"
+    elif seen[-1][0] == step:
+        val = f"val/loss {seen[-1][1]:.4f}"
+    else:
+        val = f"val/loss {seen[-1][1]:.4f} at step {seen[-1][0]}"
+    return f"{path} (step {step}, {val})"
+
+
+def latest_checkpoint(runs_dir: str | Path = "outputs") -> Path:
+    """The checkpoint of the run (or multirun job) under runs_dir that wrote one last:
+    its best.ckpt, or its last.ckpt when it has no best yet (a run stopped before its
+    first validation). Finished, interrupted and running runs alike."""
     runs_dir = Path(runs_dir)
-    finished = []
-    for metrics_file in runs_dir.rglob("metrics.json"):
+    newest: dict[Path, float] = {}  # checkpoint directory -> its newest checkpoint's time
+    for path in runs_dir.rglob("checkpoints/*.ckpt"):
         try:
-            best = json.loads(metrics_file.read_text()).get("best_checkpoint")
-        except (ValueError, OSError, AttributeError):
-            continue  # not a run's metrics (or damaged): not a candidate
-        if best and Path(best).is_file():
-            finished.append((metrics_file.stat().st_mtime, Path(best)))
-    if not finished:
-        raise FileNotFoundError(
-            f"no finished run with a checkpoint under {runs_dir}/: train one with `make train` "
-            "or pass ckpt_path=<a .ckpt file>"
-        )
-    return max(finished)[1]
+            mtime = path.stat().st_mtime
+        except OSError:  # replaced while we looked
+            continue
+        newest[path.parent] = max(mtime, newest.get(path.parent, 0.0))
+    for directory in sorted(newest, key=newest.get, reverse=True):
+        for name in ("best.ckpt", "last.ckpt"):
+            if (directory / name).is_file():
+                return directory / name
+    raise FileNotFoundError(
+        f"no run with a checkpoint under {runs_dir}/: train one with `make train` "
+        "or pass ckpt_path=<a .ckpt file>"
+    )
 
 
 # ---------------------------------------------------------------------------- resuming
@@ -96,6 +119,7 @@ RESUME_MAY_CHANGE = (
     "callbacks",
     "compile",
     "compile_mode",
+    "threads",
     "trainer.devices",
     "trainer.num_nodes",
     "trainer.accelerator",

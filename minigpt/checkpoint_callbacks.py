@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,9 +21,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
 from minigpt.cli import is_integer, is_number
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +64,9 @@ class _FiniteCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         module = trainer.lightning_module
         if getattr(module, "diverged", False) or not weights_are_finite(module):
-            rank_zero_warn(f"weights are not finite at step {trainer.global_step}: not saving")
+            rank_zero_only(log.warning)(
+                f"weights are not finite at step {trainer.global_step}: not saving"
+            )
             return
         super()._save_checkpoint(trainer, filepath)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 
-from hydra.errors import InstantiationException
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
@@ -38,10 +41,20 @@ def user_error(err: BaseException) -> str | None:
     return None
 
 
+class JobFailed(CompactHydraException):
+    """A job of a multirun that bad input stopped: its sweep goes on with the other jobs
+    (Hydra reports the failure, in one line, when the sweep ends)."""
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(main):
     """Runs main; an error caused by bad input (bad config, bad data, bad arguments) prints
-    `error: <message>` and exits with status 2 instead of a stack trace. HYDRA_FULL_ERROR=1
-    shows the trace."""
+    `error: <message>` and exits with status 2 instead of a stack trace; in a job of a
+    multirun it raises JobFailed instead, so that the other jobs still run.
+    HYDRA_FULL_ERROR=1 shows the trace."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -52,6 +65,21 @@ def exit_on_user_error(main):
             if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {message}", file=sys.stderr)
+            if in_multirun():
+                raise JobFailed(f"error: {message}") from None
             sys.exit(2)
 
     return wrapper
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Log records on the terminal: the message alone, `warning: ` or `error: ` before it
+    when it is one (train.log keeps times and logger names)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message

@@ -127,6 +127,9 @@ class GPTLightningModule(L.LightningModule):
             self._stop_if_diverged(not math.isfinite(loss))
         if self.val_tokens_per_byte:
             self.log("val/bpb", bits_per_byte(loss, self.val_tokens_per_byte), sync_dist=True)
+        # the x of these points: the optimizer steps done, as in metrics.json (Lightning
+        # would use the count before this step's increment, one less)
+        self.log("step", float(self.global_step))
 
     def on_before_optimizer_step(self, optimizer) -> None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)

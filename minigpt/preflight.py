@@ -1,6 +1,7 @@
 """Checks made before a run starts, so that bad input is one clear line and nothing is
 overwritten: numeric options of the wrong type, directories that cannot be written, a run
-directory that holds another run, and which checkpoint a resumed run starts from."""
+directory that holds another run, and which checkpoint a resumed run starts from; and how
+many CPU threads the run's processes take."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ INTEGERS = {
     "data.num_workers": 0,
 }
 NUMBERS = {"optimizer.lr": 0.0, "trainer.gradient_clip_val": 0.0}  # null allowed for clipping
+# torch's own choice in this process (physical cores, or $OMP_NUM_THREADS), before any run
+# sets it
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 _ABSENT = object()
@@ -53,6 +57,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"trainer.limit_val_batches={limit!r} must be a batch count or a fraction in [0, 1]"
         )
+    threads = option(cfg, "threads")
+    if threads not in ("auto", _ABSENT) and (not is_integer(threads) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be auto or an integer >= 1")
     accelerator = str(option(cfg, "trainer.accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
@@ -134,3 +141,14 @@ def run_subdir(kind: str = "run") -> str:
 
 def register_run_subdir() -> None:
     OmegaConf.register_new_resolver("run_subdir", run_subdir, use_cache=True, replace=True)
+
+
+def set_cpu_threads(threads: int | str, processes: int) -> int:
+    """Sets torch's intra-op threads for this process and returns the number: `threads`, or
+    for `auto` torch's default (the physical cores, or $OMP_NUM_THREADS) shared among the
+    `processes` the run starts on this machine (DDP), at least 1. More threads than cores
+    slow every process down many times over."""
+    if threads == "auto":
+        threads = max(1, DEFAULT_THREADS // max(1, processes))
+    torch.set_num_threads(threads)
+    return threads

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from minigpt.callbacks import StepTimer
+from minigpt.checkpoint import flatten
 from minigpt.checkpoint_callbacks import BestCheckpoint, LastCheckpoint
 from minigpt.lightning_module import bits_per_byte
 
@@ -41,6 +42,22 @@ def write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False))
     os.replace(tmp, path)
+
+
+def declare_hparam_metrics(logger: TensorBoardLogger, config: dict) -> None:
+    """Writes TensorBoard's HPARAMS session: the config's values and the names of the
+    metrics that finish() writes beside them. (Lightning would also write each metric as
+    a scalar at step 0, a NaN point on every hp/* curve.)"""
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {
+        key: value if isinstance(value, int | float | str | bool) else str(value)
+        for key, value in flatten(config).items()
+    }
+    metrics = {f"hp/{name}": 0.0 for name in HPARAM_METRICS}  # only the names are written
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(values, metrics):
+        writer.add_summary(summary)
 
 
 def compiled_graphs() -> int:
@@ -105,12 +122,10 @@ class RunReport(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self._graphs_before = compiled_graphs()
-        placeholders = {f"hp/{name}": float("nan") for name in HPARAM_METRICS}
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(self.config, placeholders)
-            else:
-                logger.log_hyperparams(self.config)
+            logger.log_hyperparams(self.config)
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                declare_hparam_metrics(logger, self.config)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step > 0:  # restored from a checkpoint
@@ -187,16 +202,85 @@ class RunReport(L.Callback):
         }
 
 
-def summary_line(metrics: dict, metrics_path: Path) -> str:
-    parts = [f"done: {metrics['steps']} steps, {metrics['tokens_seen']:,} tokens"]
-    parts.append(f"{metrics['wall_time_s']:.0f} s")
+def summary(metrics: dict, output_dir: Path) -> str:
+    """The end of a run in a few aligned lines: steps and time, val/loss, train/loss, and
+    where the files are."""
+    steps = (
+        f"{metrics['steps']} ({metrics['tokens_seen']:,} tokens) in {metrics['wall_time_s']:.0f} s"
+    )
     if metrics["median_step_ms"]:
-        parts.append(f"{metrics['median_step_ms']:.1f} ms/step")
-    line = ", ".join(parts)
+        steps += f", {metrics['median_step_ms']:.1f} ms/step"
+    rows = [("steps", steps)]
     if metrics["best_val_loss"] is not None:
-        line += f" | best val/loss {metrics['best_val_loss']:.4f} (step {metrics['best_val_step']})"
-        line += f" | final val/loss {metrics['final_val_loss']:.4f}"
-        line += f" | final val/bpb {metrics['final_val_bpb']:.4f}"
+        rows.append(
+            (
+                "val/loss",
+                f"{metrics['best_val_loss']:.4f} best (step {metrics['best_val_step']}), "
+                f"{metrics['final_val_loss']:.4f} final (step {metrics['final_val_step']}), "
+                f"{metrics['final_val_bpb']:.3f} bits/byte",
+            )
+        )
+    if metrics["train_loss"] is not None:
+        rows.append(("train/loss", f"{metrics['train_loss']:.4f} (last logged)"))
     if metrics["target_step"] is not None:
-        line += f" | below {metrics['stop_at_val_loss']} at step {metrics['target_step']}"
-    return f"{line} | {metrics_path}"
+        rows.append(
+            (
+                "target",
+                f"val/loss below {metrics['stop_at_val_loss']} at step {metrics['target_step']}",
+            )
+        )
+    rows.append(("metrics", str(output_dir / "metrics.json")))
+    if metrics["best_checkpoint"] or metrics["last_checkpoint"]:
+        rows.append(("checkpoint", metrics["best_checkpoint"] or metrics["last_checkpoint"]))
+    return aligned(f"run {metrics['status']}", rows)
+
+
+def aligned(title: str, rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
+
+
+def run_header(cfg, datamodule, module: L.LightningModule, trainer: L.Trainer, threads: int) -> str:
+    """What a run is about to do, in a few aligned lines: the model, the data, the steps,
+    the device and where it writes."""
+    model = module.model
+    c = model.config
+    tokens = {split: len(datamodule.tokens.get(split, ())) for split in ("train", "val")}
+    kind = datamodule.tokenizer.to_dict()["kind"]
+    accumulate = trainer.accumulate_grad_batches
+    batch = f"{cfg.data.batch_size} × {c.block_size}"
+    if accumulate > 1:
+        batch += f" × {accumulate} accumulated"
+    if trainer.world_size > 1:
+        batch += f" × {trainer.world_size} processes"
+    interval = cfg.trainer.val_check_interval
+    if not trainer.limit_val_batches:
+        validation = "no validation"
+    elif trainer.fast_dev_run:
+        validation = "one validation batch (fast_dev_run)"
+    else:
+        limit = trainer.limit_val_batches
+        amount = f"{limit:.0%} of the split" if isinstance(limit, float) else f"{limit} batches"
+        validation = f"validation every {interval} steps on {amount}"
+    device = trainer.strategy.root_device.type
+    rows = [
+        (
+            "model",
+            f"{c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}: "
+            f"{model.num_parameters() / 1e6:.2f}M parameters, "
+            f"{model.flops_per_token() / 1e6:.1f} MFLOPs per token trained",
+        ),
+        (
+            "data",
+            f"{cfg.data.corpus}, {kind} tokens (vocabulary {datamodule.vocab_size:,}): "
+            f"{tokens['train']:,} train, {tokens['val']:,} val",
+        ),
+        ("steps", f"{trainer.max_steps:,} of {batch} tokens; {validation}"),
+        (
+            "device",
+            f"{device} × {trainer.num_devices}, precision {trainer.precision}, "
+            f"{threads} CPU thread{'s' if threads > 1 else ''} per process",
+        ),
+        ("output", str(cfg.paths.output_dir)),
+    ]
+    return aligned("minigpt", rows)

@@ -72,8 +72,11 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     use_kv_cache: bool = True,
     keep: int | None = None,
+    first_temperature: float | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yields the next token of every sequence, (B, 1), max_new_tokens times.
+    first_temperature, if given, is the first new token's temperature (greedy decoding
+    after a prompt with no text draws its first token, or it would repeat one token).
 
     Context: the model sees at most block_size tokens, at positions 0..block_size-1. The
     context is the prompt's last block_size tokens; when a new token would make it longer
@@ -84,6 +87,8 @@ def generate_tokens(
     each step feeds only the newest token, whose query attends to the cached keys and values.
     A restart refills the cache from the kept tokens in one pass."""
     check_sampling_args(temperature, top_k, top_p)
+    if first_temperature is not None:
+        check_sampling_args(first_temperature, top_k, top_p)
     block_size = model.config.block_size
     keep = block_size // 2 if keep is None else keep
     if not 0 < keep < block_size:
@@ -98,7 +103,7 @@ def generate_tokens(
         model.enable_kv_cache(idx.size(0))
     try:
         with torch.no_grad():
-            for _ in range(max_new_tokens):
+            for step in range(max_new_tokens):
                 if not use_kv_cache:
                     logits, _ = model(tokens)  # recompute the whole context
                 elif cached == 0:
@@ -106,7 +111,8 @@ def generate_tokens(
                 else:
                     logits, _ = model(tokens[:, -1:], start=cached)  # the newest token only
                 cached = tokens.size(1)
-                token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+                heat = temperature if step or first_temperature is None else first_temperature
+                token = next_token(logits[:, -1, :], heat, top_k, top_p, generator)
                 yield token
                 tokens = torch.cat((tokens, token), dim=1)
                 if tokens.size(1) > block_size:  # restart from the last `keep` tokens

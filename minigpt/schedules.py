@@ -3,10 +3,31 @@ each parameter group's base learning rate at optimizer step `step` (0-based)."""
 
 from __future__ import annotations
 
+import logging
 import math
 
+from lightning_utilities.core.rank_zero import rank_zero_only
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+log = logging.getLogger(__name__)
+# the share of decay_steps a warm-up that does not fit before them is cut to
+SHORT_RUN_WARMUP_SHARE = 0.1
+
+
+def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
+    """warmup_steps, or a tenth of decay_steps when the warm-up would not end before the
+    decay does (a run shorter than its warm-up: `trainer.max_steps=50` with the default 100
+    warm-up steps), with a one-line notice."""
+    if warmup_steps < decay_steps:
+        return warmup_steps
+    fitted = int(decay_steps * SHORT_RUN_WARMUP_SHARE)
+    if rank_zero_only.rank == 0:
+        log.warning(
+            f"scheduler.warmup_steps={warmup_steps} does not fit in decay_steps={decay_steps} "
+            f"(which follows trainer.max_steps): warming up over {fitted} steps instead"
+        )
+    return fitted
 
 
 def warmup_cosine_factor(
@@ -26,13 +47,13 @@ def warmup_cosine_factor(
 def warmup_cosine(
     optimizer: Optimizer, warmup_steps: int, decay_steps: int, min_lr: float
 ) -> LambdaLR:
-    """Linear warm-up, then cosine decay from each group's lr down to `min_lr`."""
-    if warmup_steps < 0 or decay_steps <= warmup_steps:
-        raise ValueError(
-            f"scheduler needs 0 <= warmup_steps < decay_steps, got warmup_steps={warmup_steps}, "
-            f"decay_steps={decay_steps}: lower scheduler.warmup_steps or raise "
-            "scheduler.decay_steps (it follows trainer.max_steps by default)"
-        )
+    """Linear warm-up, then cosine decay from each group's lr down to `min_lr` (a warm-up
+    as long as the decay is cut to a tenth of it: `fitted_warmup`)."""
+    if warmup_steps < 0:
+        raise ValueError(f"scheduler.warmup_steps={warmup_steps} must be >= 0")
+    if decay_steps < 1:
+        raise ValueError(f"scheduler.decay_steps={decay_steps} must be >= 1")
+    warmup_steps = fitted_warmup(warmup_steps, decay_steps)
     lambdas = []
     for group in optimizer.param_groups:
         base_lr = group["lr"]

@@ -8,6 +8,7 @@ from conftest import compose_into, run
 import train as train_script
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import user_error
+from minigpt.preflight import DEFAULT_THREADS, check_config, set_cpu_threads
 
 
 @pytest.mark.parametrize(
@@ -158,3 +159,19 @@ def test_run_directories_are_checked_before_hydra_writes_into_them(
     before = sorted(p.name for p in finished_run.rglob("*"))
     train_script.check_run_dir_before_hydra([f"hydra.run.dir={finished_run}", "ckpt_path=last"])
     assert sorted(p.name for p in finished_run.rglob("*")) == before
+
+
+def test_threads_are_set_deliberately(compose_train):
+    """auto: torch's default share (physical cores or $OMP_NUM_THREADS) per process of the
+    run on this machine; a number as given; anything else is named."""
+    try:
+        assert set_cpu_threads("auto", processes=1) == DEFAULT_THREADS
+        assert set_cpu_threads("auto", processes=2) == max(1, DEFAULT_THREADS // 2)
+        assert torch.get_num_threads() == max(1, DEFAULT_THREADS // 2)
+        assert set_cpu_threads("auto", processes=64) == 1
+        assert set_cpu_threads(1, processes=1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)
+    for bad in ("threads=0", "threads=many"):
+        with pytest.raises(ValueError, match="must be auto or an integer >= 1"):
+            check_config(compose_train("experiment=tiny", bad))

@@ -115,6 +115,7 @@ def test_peak_flops_dense_and_tf32_and_lightnings_table(monkeypatch):
     assert peak_flops(torch.device("cpu"), torch.float32) is None
 
 
+@pytest.mark.slow  # 45 s
 def test_gpu_benchmark_script_runs_its_smoke_check(tmp_path):
     """benchmarks/gpu.py is run on lent GPU machines only; its --smoke mode takes the same
     code path on the CPU (tiny model, no compile, no nanoGPT), so it is not first tried

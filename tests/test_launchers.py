@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT, run
 from hydra import compose, initialize_config_dir
 
@@ -76,6 +77,7 @@ def slurm_env(tmp_path):
     }
 
 
+@pytest.mark.slow  # 30 s of DDP jobs
 def test_sweep_on_slurm_runs_each_job_as_ddp_tasks(tmp_path, cache_dir):
     result = run(
         "train.py",
@@ -112,10 +114,11 @@ def test_sweep_on_slurm_runs_each_job_as_ddp_tasks(tmp_path, cache_dir):
         assert len(list((sweep / job / "tensorboard").glob("events.*"))) == 1
     task_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*_0/*_log.*"))
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in task_logs
-    assert "Starting with 2 processes" in task_logs
+    assert "cpu × 2" in task_logs  # the run header: two processes
     assert [r["status"] for r in sweep_report.write_report(sweep)] == ["done", "done"]
 
 
+@pytest.mark.slow  # DDP; tests/test_readme.py's slow test sweeps on SLURM too
 def test_ddp_started_by_srun(tmp_path, cache_dir):
     """The docs' `srun python train.py trainer=ddp ...`: srun starts one process per task;
     Lightning takes ranks from SLURM instead of starting processes itself."""
@@ -128,26 +131,29 @@ def test_ddp_started_by_srun(tmp_path, cache_dir):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output and "Starting with 2 processes" in output
-    assert output.count("done: 20 steps, 10,240 tokens") == 1  # rank 0 alone reports
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output and "cpu × 2" in output
+    assert output.count("run done") == 1  # rank 0 alone reports
+    assert "20 (10,240 tokens)" in output
 
 
+@pytest.mark.slow  # 35 s
 def test_a_failing_slurm_job_fails_the_sweep_with_its_error(tmp_path, cache_dir):
     result = run(
         "train.py",
         "-m",
         "hydra/launcher=slurm",
         "experiment=tiny",
-        "scheduler.warmup_steps=100",  # more than the 20 steps: the job exits with an error
+        "model.n_head=3",  # does not divide n_embd=32: the job exits with an error
         "sample.num_samples=0",
         f"paths.cache_dir={cache_dir}",
         cwd=tmp_path,
         env=slurm_env(tmp_path),
     )
     assert result.returncode != 0
-    assert "error: scheduler needs 0 <= warmup_steps < decay_steps" in result.stderr
+    assert "n_embd=32 is not divisible by n_head=3" in result.stderr
 
 
+@pytest.mark.slow  # 26 s of DDP
 def test_slurm_requeue_signal_checkpoints_requeues_and_the_job_resumes(tmp_path, cache_dir):
     """`#SBATCH --signal=USR1@90`: SLURM warns the job's tasks before its time limit. Each
     rank stops at the same step boundary with last.ckpt saved, rank 0 asks SLURM to requeue

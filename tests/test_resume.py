@@ -120,10 +120,13 @@ def assert_same_run(a, b):
 
 @pytest.mark.parametrize(
     "variant",
-    [
-        (),
+    [  # dropout+accumulation covers plain; the others (20 s and 42 s) are marked slow
+        pytest.param((), marks=pytest.mark.slow),
         ("model.dropout=0.1", "trainer.accumulate_grad_batches=2", "data.batch_size=4"),
-        ("model.dropout=0.1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"),
+        pytest.param(
+            ("model.dropout=0.1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["plain", "dropout+accumulation", "ddp+dropout"],
 )
@@ -145,7 +148,9 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     assert metrics["resumed_at"] == [killed_at]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
 def test_a_signal_saves_last_ckpt_marks_the_run_and_exits_non_zero(tmp_path, cache_dir, signum):
     run_dir = tmp_path / "run"
     process = start(run_dir, cache_dir, "trainer.max_steps=100000")
@@ -189,6 +194,7 @@ def test_resume_refuses_a_changed_model_and_a_missing_checkpoint(compose_train, 
         train_script.train(compose_and_train)
 
 
+@pytest.mark.slow  # 18 s of DDP
 def test_nan_on_one_ddp_rank_stops_both_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     process = start(

@@ -53,7 +53,8 @@ def test_constant_with_warmup():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(warmup_steps=100, decay_steps=50, min_lr=0.0), "warmup_steps=100, decay_steps=50"),
+        (dict(warmup_steps=-1, decay_steps=50, min_lr=0.0), "warmup_steps=-1"),
+        (dict(warmup_steps=0, decay_steps=0, min_lr=0.0), "decay_steps=0"),
         (dict(warmup_steps=0, decay_steps=50, min_lr=1.0), "min_lr=1.0"),
     ],
 )
@@ -61,3 +62,15 @@ def test_bad_schedules_are_rejected(kwargs, message):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with pytest.raises(ValueError, match=message):
         warmup_cosine(opt, **kwargs)
+
+
+def test_a_warmup_longer_than_the_run_is_cut_to_a_tenth_of_it(caplog):
+    """trainer.max_steps=50 with the default 100 warm-up steps: a run, not an error."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with caplog.at_level("WARNING", logger="minigpt.schedules"):
+        got = lrs(warmup_cosine(opt, warmup_steps=100, decay_steps=50, min_lr=1e-4), 60)
+    assert "warmup_steps=100 does not fit in decay_steps=50" in caplog.text
+    assert "over 5 steps" in caplog.text
+    assert got[:6] == pytest.approx([1e-3 * (i + 1) / 6 for i in range(5)] + [1e-3])
+    assert got[50:] == pytest.approx([1e-4] * 10)
+    assert max(got) == pytest.approx(1e-3)

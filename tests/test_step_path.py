@@ -9,7 +9,6 @@ import json
 import lightning as L
 import pytest
 import torch
-from conftest import run
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import train as train_script
@@ -198,15 +197,7 @@ def test_stop_at_val_loss_ends_the_run_at_the_first_validation_below(compose_tra
     assert metrics["stop_at_val_loss"] == 4.2
 
 
-def test_stop_at_val_loss_must_be_positive(tmp_path, cache_dir):
-    result = run(
-        "train.py",
-        "experiment=tiny",
-        "stop_at_val_loss=-1",
-        f"paths.output_dir={tmp_path}",
-        f"paths.cache_dir={cache_dir}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    assert "stop_at_val_loss=-1 must be a positive number or null" in result.stderr
+def test_stop_at_val_loss_must_be_positive(compose_train, tmp_path):
+    with pytest.raises(ValueError, match="stop_at_val_loss=-1 must be a positive number or null"):
+        train_script.train(compose_train("experiment=tiny", "stop_at_val_loss=-1"))
     assert not (tmp_path / "checkpoints").exists()

@@ -5,6 +5,8 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
 
 import lightning as L
 import pytest
@@ -16,7 +18,7 @@ from hydra.utils import instantiate
 import sample as sample_script
 import train as train_script
 from minigpt import callbacks, sweep_report
-from minigpt.checkpoint import latest_best_checkpoint, load_checkpoint
+from minigpt.checkpoint import latest_checkpoint, load_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.data import StepBatches
 
@@ -85,7 +87,7 @@ def test_checkpoint_is_plain_data_and_carries_the_tokenizer(tiny_run):
     assert hparams["model"]["vocab_size"] == len(hparams["tokenizer"]["chars"])
     model, tokenizer = load_checkpoint(out / "checkpoints" / "best.ckpt")
     assert tokenizer.decode(tokenizer.encode("Rom.\n")) == "Rom.\n"
-    assert latest_best_checkpoint(out) == out / "checkpoints" / "best.ckpt"
+    assert latest_checkpoint(out) == out / "checkpoints" / "best.ckpt"
 
 
 def test_same_seed_same_loss_curve(compose_train, tmp_path):
@@ -100,10 +102,14 @@ def test_same_seed_same_loss_curve(compose_train, tmp_path):
     assert first != other
 
 
-def test_overfit_one_batch_reaches_near_zero_loss(compose_train):
+def test_overfit_one_batch_reaches_near_zero_loss(compose_train, tmp_path, caplog):
     cfg = compose_train("debug=overfit_batch", "model=tiny", "data.batch_size=4")
-    final_train_loss = train_script.train(cfg)
+    with caplog.at_level("INFO"):
+        final_train_loss = train_script.train(cfg)
     assert final_train_loss < 0.1
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val_curve"] == []  # its config disables validation: none runs
+    assert f"train/loss  {final_train_loss:.4f}" in caplog.text  # the summary's figure
 
 
 def test_bad_config_is_a_clear_error(compose_train):
@@ -112,6 +118,7 @@ def test_bad_config_is_a_clear_error(compose_train):
         train_script.train(cfg)
 
 
+@pytest.mark.slow  # tests/test_readme.py runs both in process
 def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):
     trained = run(
         "train.py",
@@ -121,7 +128,7 @@ def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):
         cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "done: 20 steps" in trained.stdout
+    assert "run done" in trained.stdout and "20 (5,120 tokens)" in trained.stdout
     metrics_files = list((tmp_path / "outputs").glob("*/*/metrics.json"))
     assert len(metrics_files) == 1  # outputs/<date>/<time>/metrics.json
 
@@ -140,6 +147,43 @@ def test_train_then_sample_from_the_command_line(tmp_path, cache_dir):
     assert bad.stderr.strip() == "error: top_p=1.5 must be in (0, 1] or null"
 
 
+def test_sample_names_its_checkpoint_and_takes_the_newest_run(tiny_run, tmp_path, capsys):
+    """Without ckpt_path: the run that wrote a checkpoint last, its last.ckpt when it has no
+    best.ckpt yet (stopped before a first validation); its path, step and val/loss first."""
+    out = tiny_run[0]
+    older, newer = tmp_path / "outputs" / "a", tmp_path / "outputs" / "b"
+    for run_dir in (older, newer):
+        (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(out / "checkpoints" / "best.ckpt", older / "checkpoints" / "best.ckpt")
+    shutil.copy(out / "checkpoints" / "last.ckpt", newer / "checkpoints" / "last.ckpt")
+    os.utime(older / "checkpoints" / "best.ckpt", (1, 1))
+    assert latest_checkpoint(tmp_path / "outputs") == newer / "checkpoints" / "last.ckpt"
+    shutil.copy(out / "checkpoints" / "best.ckpt", newer / "checkpoints" / "best.ckpt")
+    assert latest_checkpoint(tmp_path / "outputs") == newer / "checkpoints" / "best.ckpt"
+
+    sample_script.sample(compose_sample(f"runs_dir={tmp_path / 'outputs'}", "max_new_tokens=5"))
+    best = json.loads((out / "metrics.json").read_text())["best_val_loss"]
+    first_line = capsys.readouterr().err.splitlines()[0]
+    assert first_line == (
+        f"checkpoint: {newer / 'checkpoints' / 'best.ckpt'} (step 20, val/loss {best:.4f})"
+    )
+
+
+def test_escapes_in_prompt_and_stop_and_greedy_after_an_empty_prompt(tiny_run, capsys):
+    """`stop=["\\n\\n"]` from a command line holds a backslash and an n: it means a blank
+    line, as `prompt='A\\nB'` means two lines. Greedy decoding after a prompt of line
+    breaks draws its first token, so it writes text, not only line breaks."""
+    assert sample_script.unescape(r"a\nb\tc\\n\x") == "a\nb\tc\\n\\x"
+    checkpoint = f"ckpt_path={tiny_run[0] / 'checkpoints' / 'best.ckpt'}"
+    (text,) = sample_script.sample(
+        compose_sample(checkpoint, r"prompt='R\nR'", r"stop=['\n']", "max_new_tokens=200")
+    )
+    assert text.startswith("R\nR") and "\n" not in text[3:]
+    (greedy,) = sample_script.sample(compose_sample(checkpoint, "greedy=true", "max_new_tokens=30"))
+    assert greedy.strip()
+    assert "the first token is drawn" in capsys.readouterr().err
+
+
 def test_bad_sampling_arguments_are_one_line_errors(tiny_run, tmp_path, capsys, monkeypatch):
     """The same wrapper as sample.py's command line, in this process."""
     monkeypatch.chdir(tmp_path)
@@ -150,7 +194,7 @@ def test_bad_sampling_arguments_are_one_line_errors(tiny_run, tmp_path, capsys, 
         ([checkpoint, "prompt='Rom€o'"], "outside the vocabulary: '€'"),
         (["ckpt_path=nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
         ([f"ckpt_path={tmp_path}"], "is a directory, not a checkpoint file"),
-        (["runs_dir=empty"], "no finished run with a checkpoint under empty/"),
+        (["runs_dir=empty"], "no run with a checkpoint under empty/"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             exit_on_user_error(sample_script.sample)(compose_sample(*args))
@@ -170,73 +214,58 @@ def test_bad_data_path_exits_with_a_clear_error(tmp_path, cache_dir):
     assert result.returncode == 2
     assert "error: data file missing.txt does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+    # nothing left behind: neither outputs/<date>/<time>-<pid>/ nor outputs/<date>/
+    assert not any((tmp_path / "outputs").iterdir())
 
 
 def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
+    """A job that bad input stops fails alone: the others run, its metrics.json says why,
+    and the sweep ends with status 1 and one line naming it."""
     result = run(
         "train.py",
         "-m",
         "experiment=tiny",
-        "seed=1,2",
+        "model.n_head=2,3,4",  # 3 does not divide n_embd=32
         "trainer.max_steps=10",
         f"paths.cache_dir={cache_dir}",
         "sample.num_samples=0",
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted((tmp_path / "outputs").glob("*/*/*/metrics.json"))
-    assert [p.parent.name for p in jobs] == ["0", "1"]  # outputs/<date>/<time>/<job>/
-    assert jobs[0].parent.parent == jobs[1].parent.parent
-    for job in jobs:
-        assert (job.parent / "checkpoints" / "best.ckpt").is_file()
-        assert json.loads(job.read_text())["steps"] == 10
+    assert result.returncode == 1
+    assert "n_embd=32 is not divisible by n_head=3" in result.stderr
+    assert "Traceback" not in result.stderr
+    (sweep,) = (tmp_path / "outputs").glob("*/*")  # outputs/<date>/<time>-<pid>/<job>/
+    assert [p.name for p in sweep_report.job_dirs(sweep)] == ["0", "1", "2"]
+    failed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "n_head=3" in failed["error"]
+    for job in ("0", "2"):
+        assert (sweep / job / "checkpoints" / "best.ckpt").is_file()
+        assert json.loads((sweep / job / "metrics.json").read_text())["steps"] == 10
 
-    # the sweep report, with a third job that has not finished
-    sweep = jobs[0].parent.parent
-    (sweep / "2" / ".hydra").mkdir(parents=True)
+    # the sweep report, with a fourth job that has not finished
+    (sweep / "3" / ".hydra").mkdir(parents=True)
     overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
-    (sweep / "2" / ".hydra" / "overrides.yaml").write_text(overrides.replace("seed=1", "seed=3"))
+    (sweep / "3" / ".hydra" / "overrides.yaml").write_text(
+        overrides.replace("n_head=2", "n_head=8")
+    )
     rows = sweep_report.write_report(sweep)
-    assert [r["status"] for r in rows] == ["done", "done", "running or failed"]
+    assert [r["status"] for r in rows] == ["done", "done", "failed", "running or failed"]
     assert rows[0]["best val/loss"] <= rows[1]["best val/loss"]  # best first
-    assert "seed=1" in rows[0]["overrides"] or "seed=1" in rows[1]["overrides"]
     table = (sweep / "report.md").read_text()
-    assert table.count("\n| ") == 5 and "running or failed" in table  # header, rule, 3 jobs
+    assert table.count("\n| ") == 6 and "running or failed" in table  # header, rule, 4 jobs
     # the table shows what differs between jobs; what they share is listed once
     assert "Every job: `experiment=tiny trainer.max_steps=10" in table
-    assert "| 2 | running or failed | seed=3 |" in table
+    assert "| 3 | running or failed | model.n_head=8 |" in table
     with open(sweep / "report.csv") as f:
-        assert len(list(csv.reader(f))) == 4
+        assert len(list(csv.reader(f))) == 5
     assert (sweep / "val_curves.png").stat().st_size > 1000
 
 
-def test_optuna_sweep_survives_diverging_trials(tmp_path, cache_dir):
-    result = run(
-        "train.py",
-        "-m",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=4",
-        "experiment=tiny",
-        f"paths.cache_dir={cache_dir}",
-        "sample.num_samples=0",
-        "scheduler.warmup_steps=choice(0,2)",
-        "optimizer.lr=choice(1e-3,1e4)",
-        "model.n_embd=choice(16,32)",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "run diverged" in result.stdout + result.stderr  # a clear line per failed trial
-    (sweep,) = (tmp_path / "outputs").glob("*/*")
-    assert len(sweep_report.job_dirs(sweep)) == 4
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert math.isfinite(best["best_value"]) and best["best_params"]["optimizer.lr"] == 1e-3
-    statuses = [r["status"] for r in sweep_report.write_report(sweep)]
-    assert "diverged" in statuses and statuses[0] == "done"
-
-
-def test_an_optuna_search_continues_from_its_study(tmp_path, cache_dir):
-    """The study lives in <sweep dir>/optuna.db: the same command with that sweep directory
-    runs only the trials still missing, in job directories after the earlier ones."""
+def test_an_optuna_search_survives_bad_trials_and_continues_from_its_study(tmp_path, cache_dir):
+    """A trial whose loss diverges reports +inf; one that bad input stops (dropout 1.5) is
+    recorded as failed; the search goes on (the seeded sampler draws both kinds). The study
+    lives in <sweep dir>/optuna.db: the same command with that sweep directory runs only
+    the trials still missing, in job directories after the earlier ones."""
     sweep = tmp_path / "sweep"
 
     def search(n_trials):
@@ -250,23 +279,32 @@ def test_an_optuna_search_continues_from_its_study(tmp_path, cache_dir):
             "trainer.max_steps=10",
             f"paths.cache_dir={cache_dir}",
             "sample.num_samples=0",
-            "model.n_embd=choice(16,32)",
             "scheduler.warmup_steps=choice(0,2)",
+            "optimizer.lr=choice(1e-3,1e4)",
+            "model.n_embd=choice(16,32)",
+            "model.dropout=choice(0.0,1.5)",
             cwd=tmp_path,
         )
 
-    result = search(2)  # as if stopped after two of three trials
+    result = search(5)  # as if stopped after five of six trials
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "run diverged" in result.stdout + result.stderr  # a clear line per failed trial
+    assert "dropout=1.5 must be in [0, 1)" in result.stderr
+    statuses = [r["status"] for r in sweep_report.write_report(sweep)]
+    assert "diverged" in statuses and "failed" in statuses and statuses[0] == "done"
     first_job = (sweep / "0" / "metrics.json").read_text()
-    result = search(3)
+
+    result = search(6)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "continuing study 'minigpt': 2 of 3 trials finished" in result.stdout + result.stderr
-    assert sorted(p.name for p in sweep_report.job_dirs(sweep)) == ["0", "1", "2"]
+    assert "continuing study 'minigpt': 5 of 6 trials finished" in result.stdout + result.stderr
+    assert [p.name for p in sweep_report.job_dirs(sweep)] == ["0", "1", "2", "3", "4", "5"]
     assert (sweep / "0" / "metrics.json").read_text() == first_job  # not run again
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert math.isfinite(best["best_value"]) and best["best_params"]["optimizer.lr"] == 1e-3
     import optuna
 
     study = optuna.load_study(study_name="minigpt", storage=f"sqlite:///{sweep}/optuna.db")
-    assert len(study.trials) == 3
+    assert len(study.trials) == 6
 
 
 def sample_in_process(checkpoint, *overrides):
@@ -339,8 +377,12 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path, monk
     assert flops_per_s == pytest.approx(tokens_per_s * model.flops_per_token(), rel=1e-3)
     assert events.Scalars("train/device/mfu")[-1].value == pytest.approx(flops_per_s / 1e12)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    final = events.Scalars("hp/best_val_loss")[-1]
+    (final,) = events.Scalars("hp/best_val_loss")  # one point, at the end: no NaN at step 0
     assert final.value == pytest.approx(metrics["best_val_loss"]) and final.step == 20
+    # validations sit at the step metrics.json gives them (steps done), not one before
+    val_points = events.Scalars("val/loss")
+    assert [e.step for e in val_points] == [step for step, _ in metrics["val_curve"]]
+    assert [e.value for e in val_points] == pytest.approx([v for _, v in metrics["val_curve"]])
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # the HPARAMS tab
     samples = events.Tensors("samples/text_summary")
     assert [s.step for s in samples] == [10, 20]  # one sample per validation
@@ -514,11 +556,11 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
         pythonpath=ROOT / "tests",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert "cpu × 2" in result.stdout  # the run header: two processes
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["tokens_seen"] == 20 * 2 * 4 * 32  # two ranks of 4 x 32 tokens per step
     assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
-    assert (result.stdout + result.stderr).count("done: 20 steps") == 1  # written once
+    assert (result.stdout + result.stderr).count("run done") == 1  # written once
 
     # rank r's batch i is StepBatches(seed, rank r).batch(i), and the ranks' batches differ
     cfg = compose_train("experiment=tiny", "data.batch_size=4")

@@ -1,0 +1,213 @@
+"""The README's commands, run as written, in order, in a scratch directory: every line of
+its bash blocks, at tiny sizes, so that the README cannot drift from the code.
+
+`python train.py`, `python sample.py` and `python -m minigpt.sweep_report` run in this
+process (the same entry points the command line calls, without 8 s of start-up each);
+other lines (`RUN=$(...)`, `printf`) run in bash. Sizes shrink by appending overrides
+(TINY); the README's own values of those keys give way, except sweeps over them. Skipped:
+`make test`/`make train`/`make tensorboard` (this suite, the full 1200-step run, a
+server), `source` (this interpreter is the environment's) and `curl` (no network in tests:
+tinyshakespeare.txt is written locally). The NumPy proofs (40 s) and the SLURM sweep run in
+the slow test.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+import sample as sample_script
+import train as train_script
+from minigpt import sweep_report
+from minigpt.corpus import shakespeare_works
+from minigpt.preflight import DEFAULT_THREADS
+
+README = ROOT / "README.md"
+TINY = {
+    "model.n_layer": "1",
+    "model.n_embd": "32",
+    "model.n_head": "2",
+    "model.block_size": "32",
+    "data.batch_size": "4",
+    "trainer.val_check_interval": "2",
+    "trainer.limit_val_batches": "2",
+    "trainer.log_every_n_steps": "1",
+    "sample.max_new_tokens": "8",
+    "callbacks.text_samples.max_new_tokens": "8",
+    "hydra.sweeper.n_trials": "2",
+    "trainer.devices": "2",  # the SLURM sweep's 8 DDP tasks
+    "compile": "false",  # 6 s of compiling on a CPU (tests/test_step_path.py compiles)
+}
+SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm")
+SKIPPED = ("make test", "make tensorboard", "source ", "curl ")
+
+
+def skipped(line: str) -> bool:
+    return line.startswith(SKIPPED) or shlex.split(line, comments=True) == ["make", "train"]
+
+
+def readme_commands() -> list[str]:
+    """The lines of the README's bash blocks, continuations joined, comments kept (shlex
+    drops them)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def tiny_args(args: list[str], cache_dir: Path) -> list[str]:
+    """The command's arguments with the sizes of TINY (max_steps scaled: 5000 -> 5)."""
+    given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    out = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key == "trainer.max_steps":
+            arg = f"{key}={max(4, int(value) // 1000)}"
+        elif key in TINY and "," not in value:
+            continue  # replaced below
+        out.append(arg)
+    if "trainer.max_steps" not in given:
+        out.append("trainer.max_steps=4")
+    if "--cfg" in args:
+        return out
+    extra = {
+        k: v for k, v in TINY.items() if not ("," in given.get(k, "") or k == "trainer.devices")
+    }
+    if "trainer.devices" in given:
+        extra["trainer.devices"] = TINY["trainer.devices"]
+    if "hparams_search=optuna" not in args:
+        extra.pop("hydra.sweeper.n_trials")
+    return out + [f"{k}={v}" for k, v in extra.items()] + [f"paths.cache_dir={cache_dir}"]
+
+
+def call(entry, argv: list[str]) -> int:
+    """Runs a command-line entry point in this process; its exit status."""
+    GlobalHydra.instance().clear()
+    sys.argv = argv
+    try:
+        result = entry()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return result if isinstance(result, int) else 0
+
+
+class Readme:
+    """Runs README lines one after the other in one directory, keeping shell variables."""
+
+    def __init__(self, cwd: Path, cache_dir: Path):
+        self.cwd, self.cache_dir, self.vars = cwd, cache_dir, {}
+        self.last_start = 0
+
+    def expand(self, text: str) -> str:
+        return re.sub(r"\$(\w+)", lambda m: self.vars.get(m.group(1), m.group(0)), text)
+
+    def bash(self, line: str) -> int:
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=self.cwd, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+        return done.stdout
+
+    def run(self, line: str) -> int:
+        if assignment := re.fullmatch(r"(\w+)=\$\(([^)]*)\)(\s+#.*)?", line):
+            self.vars[assignment[1]] = self.bash(assignment[2]).strip()
+            return 0
+        words = shlex.split(self.expand(line), comments=True)
+        if words[:2] == ["make", "train"]:  # the Makefile's recipe: $(PY) train.py $(ARGS)
+            words = ["python", "train.py", *shlex.split(words[2].removeprefix("ARGS="))]
+        if words[:2] == ["python", "train.py"]:
+            # a run directory is named by the second and the process id: one run a second
+            while int(time.time()) == self.last_start:
+                time.sleep(0.05)
+            self.last_start = int(time.time())
+            return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
+        if words[:2] == ["python", "sample.py"]:
+            args = [a for a in words[2:] if not a.startswith("max_new_tokens=")]
+            return call(sample_script.main, ["sample.py", *args, "max_new_tokens=8"])
+        if words[:3] == ["python", "-m", "minigpt.sweep_report"]:
+            return sweep_report.main(words[3:])
+        if words[:3] == ["python", "-m", "minigpt.fundamentals"]:
+            env = os.environ | {"PYTHONPATH": str(ROOT)}
+            command = [sys.executable, *words[1:]]
+            return subprocess.run(command, cwd=self.cwd, env=env, timeout=300).returncode
+        if words[0] == "python":
+            raise AssertionError(f"the README runs a command this test does not know: {line}")
+        self.bash(self.expand(line))
+        return 0
+
+
+@pytest.fixture
+def readme(tmp_path, cache_dir, monkeypatch):
+    """A scratch directory with the files the README's commands read, and the state that
+    in-process Hydra runs leave behind restored afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(sys, "argv", sys.argv)
+    # Hydra finds conf/ beside the script of a __main__ task function, as on the command line
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
+    works = list(shakespeare_works().values())
+    (tmp_path / "tinyshakespeare.txt").write_text("".join(w.text for w in works[:3]))
+    (tmp_path / "my").mkdir()
+    (tmp_path / "my" / "book.txt").write_text(works[3].text)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "a.txt").write_text(works[4].text)
+    root_handlers = list(logging.getLogger().handlers)
+    yield Readme(tmp_path, cache_dir)
+    logging.getLogger().handlers[:] = root_handlers
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+    torch.set_num_threads(DEFAULT_THREADS)
+
+
+def expected_status(line: str) -> int:
+    """A GPU command on a machine without one stops with a one-line error (status 2)."""
+    return 2 if "trainer=gpu" in line and not torch.cuda.is_available() else 0
+
+
+def test_readme_commands_run_as_written(readme, capsys):
+    lines = [c for c in readme_commands() if not skipped(c) and not any(s in c for s in SLOW)]
+    assert len(lines) > 30
+    for line in lines:
+        start = time.perf_counter()
+        status = readme.run(line)
+        output = capsys.readouterr()
+        if os.environ.get("README_TIMES"):
+            with capsys.disabled():
+                print(f"{time.perf_counter() - start:6.1f} s  {line[:90]}")
+        assert status == expected_status(line), f"{line}\n{output.out[-2000:]}{output.err[-2000:]}"
+        if status == 2:
+            assert "no CUDA GPU" in output.err
+        if line.startswith("python sample.py"):
+            assert output.err.startswith("checkpoint: ")
+        if line.startswith("python train.py") and status == 0 and " -m " not in line:
+            assert "run done" in output.out or "--cfg" in line, f"{line}\n{output.out}"
+    runs = [p.parent for p in Path("outputs").rglob("metrics.json")]
+    assert len(runs) >= 20
+
+
+@pytest.mark.slow
+def test_readme_slow_commands_run_as_written(readme, monkeypatch):
+    """The NumPy proofs, and the sweep submitted to SLURM (tests/fake_slurm stands in)."""
+    path = [str(ROOT / "tests" / "fake_slurm"), os.path.dirname(sys.executable), os.environ["PATH"]]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    monkeypatch.setenv("FAKE_SLURM_RECORD", str(readme.cwd / "sbatch.sh"))
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(readme.cwd / "slurm"))
+    lines = [c for c in readme_commands() if any(s in c for s in SLOW)]
+    assert len(lines) == 2
+    for line in lines:
+        assert readme.run(line) == 0, line
