@@ -103,6 +103,9 @@ def build(
         )
     callbacks.append(GracefulStop())
     interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int):
+        # a run shorter than the interval still ends with a validation (and a val/loss)
+        interval = min(interval, cfg.trainer.max_steps)
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -186,7 +189,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RunInterrupted as stop:
         if trainer.is_global_zero:
-            log.error(
+            log.info(
                 f"{stop} at step {trainer.global_step}, saved in {output_dir}/checkpoints/"
                 f"last.ckpt; resume with:\n  {resume_command(output_dir)}"
             )

@@ -254,6 +254,8 @@ def run_header(cfg, datamodule, module: L.LightningModule, trainer: L.Trainer, t
     if trainer.world_size > 1:
         batch += f" × {trainer.world_size} processes"
     interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int):
+        interval = min(interval, trainer.max_steps)
     if not trainer.limit_val_batches:
         validation = "no validation"
     elif trainer.fast_dev_run:
