@@ -11,9 +11,12 @@ from pathlib import Path
 
 import regex
 
+UNKNOWN_CHAR = "\ufffd"  # what a held-out character that train lacks becomes
+
 
 class CharTokenizer:
-    """One token per character; the vocabulary is the sorted set of characters of a corpus."""
+    """One token per character; the vocabulary is the sorted set of characters of a corpus
+    (in training, of its train split: `for_splits`)."""
 
     kind = "char"
 
@@ -28,6 +31,22 @@ class CharTokenizer:
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
+
+    @classmethod
+    def for_splits(cls, train_chars: set[str], held_out_chars: set[str]) -> CharTokenizer:
+        """The train split's characters, and UNKNOWN_CHAR when val or test hold characters
+        that train lacks (they become it: `replace_unknown`), so that nothing of the held-out
+        text shapes the vocabulary."""
+        extra = {UNKNOWN_CHAR} if held_out_chars - train_chars else set()
+        return cls(sorted(train_chars | extra))
+
+    def replace_unknown(self, text: str) -> str:
+        """text with every character outside the vocabulary replaced by UNKNOWN_CHAR, when
+        the vocabulary has it (else text as it is: encode names what it cannot encode)."""
+        if UNKNOWN_CHAR not in self.stoi:
+            return text
+        unknown = set(text) - self.stoi.keys()
+        return text.translate({ord(c): UNKNOWN_CHAR for c in unknown}) if unknown else text
 
     @property
     def vocab_size(self) -> int:

@@ -1,10 +1,15 @@
 import json
+import os
+import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import minigpt.data as data_module
+import minigpt.data.module as datamodule_module
+import minigpt.data.stream as data_stream
 from minigpt.data import (
     FixedWindows,
     PaddedDocuments,
@@ -12,7 +17,9 @@ from minigpt.data import (
     StepBatches,
     TokenDataModule,
 )
+from minigpt.data.cache import TokenFile
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
+from minigpt.tokenizers import UNKNOWN_CHAR
 
 
 def test_random_windows_are_shifted_pairs():
@@ -97,7 +104,7 @@ def test_second_run_reuses_the_cache_without_tokenizing(shakespeare, monkeypatch
     def fail(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(data_module, "tokenize_splits", fail)
+    monkeypatch.setattr(datamodule_module, "tokenize_splits", fail)
     dm = TokenDataModule(block_size=32, batch_size=4, cache_dir=shakespeare.cache_root)
     dm.setup()
     assert dm.cache_path == shakespeare.cache_path
@@ -207,3 +214,117 @@ def test_a_damaged_bpe_tokenizer_cache_is_trained_again(tmp_path, caplog):
     second = datamodule()
     assert "training it again" in caplog.text
     assert second.tokenizer.to_dict() == first.tokenizer.to_dict()
+
+
+def stream_module(tmp_path, *names, **kwargs):
+    dm = TokenDataModule(
+        corpus="text_files", paths=[str(tmp_path / n) for n in names], cache_dir=tmp_path, **kwargs
+    )
+    dm.setup()
+    return dm
+
+
+def test_streamed_files_match_the_in_memory_path_in_small_chunks(tmp_path, monkeypatch):
+    """Text files are read a chunk at a time (here 7 bytes: every multi-byte character gets
+    cut somewhere by a chunk boundary) and give the tokens the in-memory path gives: the
+    same vocabulary, the same byte-based split, the same ids."""
+    (tmp_path / "a.txt").write_text("Père Noël: 日本語, déjà vu!\n" * 13)
+    (tmp_path / "b.txt").write_text("ünïcödé ☃ snow\n" * 11)
+    monkeypatch.setattr(data_stream, "CHUNK_BYTES", 7)
+    streamed = stream_module(tmp_path, "a.txt", "b.txt", block_size=8)
+    assert streamed.streams()
+    in_memory = stream_module(tmp_path, "a.txt", "b.txt", block_size=8, clean=True)
+    assert not in_memory.streams()  # clean=true is prepared in memory (the text is clean)
+    assert streamed.tokenizer.chars == in_memory.tokenizer.chars
+    for split in ("train", "val"):
+        assert np.array_equal(streamed.tokens[split], in_memory.tokens[split]), split
+    text = (tmp_path / "a.txt").read_text() + (tmp_path / "b.txt").read_text()
+    decoded = "".join(
+        streamed.tokenizer.decode(streamed.tokens[s][:].tolist()) for s in ("train", "val")
+    )
+    assert decoded == text
+    assert streamed.doc_starts["train"].tolist() == [0, len((tmp_path / "a.txt").read_text())]
+
+
+def test_a_cached_corpus_is_not_read_again_and_a_touched_one_is(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("abcdefghij" * 40)
+    first = stream_module(tmp_path, "a.txt", block_size=8)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("read again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data_stream, "read_text", fail)
+        again = stream_module(tmp_path, "a.txt", block_size=8)
+    assert again.cache_path == first.cache_path
+    os.utime(tmp_path / "a.txt", ns=(1, 1))  # same bytes, another modification time
+    assert stream_module(tmp_path, "a.txt", block_size=8).cache_path != first.cache_path
+
+
+def test_a_vocabulary_above_65535_characters_is_stored_as_uint32(tmp_path):
+    points = [p for p in range(0x100, 0x100 + 70_000) if not 0xD800 <= p <= 0xDFFF]
+    text = "".join(map(chr, points))
+    (tmp_path / "wide.txt").write_text(text * 2)
+    dm = stream_module(tmp_path, "wide.txt", block_size=8)
+    assert dm.vocab_size == len(points) > 2**16
+    assert dm.tokens["train"].dtype == np.uint32
+    assert dm.tokenizer.decode(dm.tokens["train"][:100].tolist()) == text[:100]
+
+
+def test_streamed_file_errors_name_the_file(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 50)
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 \(byte 3"):
+        stream_module(tmp_path, "latin1.txt", block_size=8)
+    (tmp_path / "short.txt").write_text("tiny")
+    with pytest.raises(ValueError, match="short.txt has 4 bytes, shorter than one block"):
+        stream_module(tmp_path, "short.txt", block_size=8)
+    assert not list(tmp_path.glob(".text_files-*.tmp"))  # no half-written entry stays
+
+
+@pytest.mark.parametrize("clean", [False, True], ids=["streamed", "in memory"])
+def test_held_out_characters_that_train_lacks_become_unknown(tmp_path, clean):
+    """The vocabulary is the train split's: val's own characters become U+FFFD (added to
+    the vocabulary only then); bits per byte still count the original bytes."""
+    (tmp_path / "a.txt").write_text("abc def\n" * 90 + "xyz Ω!\n" * 3)
+    dm = stream_module(tmp_path, "a.txt", block_size=8, clean=clean)
+    assert dm.streams() is not clean
+    assert dm.tokenizer.chars == sorted(set("abc def\n") | {UNKNOWN_CHAR})
+    val = dm.tokenizer.decode(dm.tokens["val"][:].tolist())
+    assert val.endswith("\ufffd\ufffd\ufffd \ufffd\ufffd\n")
+    meta = json.loads((dm.cache_path / "meta.json").read_text())
+    counted = meta["splits"]["train"]["bytes"] + meta["splits"]["val"]["bytes"]
+    assert counted == (tmp_path / "a.txt").stat().st_size  # Ω is 2 bytes, U+FFFD 3
+
+
+def test_evaluation_windows_are_the_same_on_one_and_on_two_processes(shakespeare):
+    """Each DDP rank reads its share of the windows one process reads (limit_val_batches
+    counting for the whole run, not per rank), with nothing repeated: the token-weighted
+    val/loss is the same on 1 and on N processes."""
+
+    def windows(rank: int, world: int) -> list[bytes]:
+        shakespeare.trainer = SimpleNamespace(
+            global_rank=rank, world_size=world, limit_val_batches=3, limit_test_batches=1.0
+        )
+        return [x.numpy().tobytes() for inputs, _ in shakespeare.val_dataloader() for x in inputs]
+
+    try:
+        one = windows(0, 1)
+        two = windows(0, 2) + windows(1, 2)
+    finally:
+        shakespeare.trainer = None
+    assert len(one) == 3 * shakespeare.batch_size
+    assert sorted(two) == sorted(one) and len(set(one)) == len(one)
+
+
+def test_token_files_read_like_arrays_in_any_process(tmp_path):
+    """Split arrays are read with pread (no memory map whose pages would count as the
+    process's memory): slices and items as numpy's, and usable in DataLoader workers."""
+    array = np.arange(1000, dtype=np.uint16)
+    array.tofile(tmp_path / "t.bin")
+    tokens = TokenFile(tmp_path / "t.bin", "uint16")
+    assert len(tokens) == 1000 and tokens[5] == 5 and tokens[-1] == 999
+    assert np.array_equal(tokens[10:20], array[10:20]) and np.array_equal(tokens, array)
+    assert np.array_equal(pickle.loads(pickle.dumps(tokens))[990:], array[990:])
+    loader = torch.utils.data.DataLoader(RandomWindows(tokens, 8), batch_size=4, num_workers=2)
+    inputs, targets = next(iter(loader))
+    assert torch.equal(inputs[:, 1:], targets[:, :-1]) and inputs.shape == (4, 8)

@@ -588,7 +588,16 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
     assert len(steps) == len(set(steps)) == 20
 
     single_dir = tmp_path / "single"
-    train_script.train(compose_train("experiment=tiny", "data.batch_size=8", output_dir=single_dir))
+    # one process, batch 8: the same training batch size; its 1 validation batch of 8 is
+    # the 8 windows the two ranks share out (2 batches of 4, counted for the whole run)
+    train_script.train(
+        compose_train(
+            "experiment=tiny",
+            "data.batch_size=8",
+            "trainer.limit_val_batches=1",
+            output_dir=single_dir,
+        )
+    )
     single = json.loads((single_dir / "metrics.json").read_text())
     for (step_a, loss_a), (step_b, loss_b) in zip(
         ddp["val_curve"], single["val_curve"], strict=True

@@ -1,0 +1,157 @@
+"""The token cache: a corpus tokenized once into flat token arrays on disk, one per split,
+under a directory keyed by a fingerprint of the text and the tokenizer, with the sizes and
+checksums that find a damaged entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from minigpt.corpus import SPLITS, Document
+from minigpt.tokenizers import BPETokenizer, CharTokenizer
+
+CACHE_FORMAT = 2  # bump when the layout of the cache changes
+# entries up to this size are checksummed whenever they are opened; larger ones (a corpus
+# of GBs, whose hashing would take seconds at every start) are checked by size
+FULL_CHECK_BYTES = 256 << 20
+
+
+def corpus_fingerprint(splits: dict[str, list[Document]], settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for split in SPLITS:
+        for doc in splits[split]:
+            for part in (split, doc.title, doc.text):
+                digest.update(part.encode("utf-8"))
+                digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def tokenize_splits(
+    splits: dict[str, list[Document]], tokenizer: CharTokenizer | BPETokenizer, out_dir: Path
+) -> None:
+    """Writes `<split>.bin` (flat token ids), `<split>.docs.npy` (where each document starts)
+    and `meta.json` into out_dir, tokenizing with `datasets.Dataset.map`. A tokenizer with an
+    end-of-text token gets it after every document."""
+    import datasets
+
+    eot = [] if getattr(tokenizer, "eot_id", None) is None else [tokenizer.eot_id]
+    if isinstance(tokenizer, CharTokenizer):  # held-out characters train lacks: UNKNOWN_CHAR
+
+        def encode(text: str) -> list[int]:
+            return tokenizer.encode(tokenizer.replace_unknown(text))
+    else:
+        encode = tokenizer.encode
+
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "splits": {}}
+    for split in SPLITS:
+        docs = splits[split]
+        table = datasets.Dataset.from_dict(
+            {"title": [d.title for d in docs], "text": [d.text for d in docs]}
+        )
+        table = table.map(
+            lambda batch: {"ids": [encode(t) + eot for t in batch["text"]]},
+            batched=True,
+            remove_columns=["text"],
+            desc=f"tokenizing {split}",
+        ).with_format("numpy")
+        ids = [np.asarray(row, dtype=dtype) for row in table["ids"]] if len(table) else []
+        lengths = np.array([len(a) for a in ids], dtype=np.int64)
+        flat = np.concatenate(ids) if ids else np.zeros(0, dtype=dtype)
+        flat.tofile(out_dir / f"{split}.bin")
+        np.save(out_dir / f"{split}.docs.npy", np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        meta["splits"][split] = {
+            "tokens": int(flat.size),
+            "sha256": file_sha256(out_dir / f"{split}.bin"),
+            "bytes": sum(len(d.text.encode("utf-8")) for d in docs),
+            "documents": [d.title for d in docs],
+        }
+    tokenizer.save(out_dir / "tokenizer.json")
+    meta["tokenizer_sha256"] = file_sha256(out_dir / "tokenizer.json")
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_damage(path: Path) -> str | None:
+    """What is wrong with a cache entry (missing, truncated or garbled files), or None when
+    every file has the size (and, up to FULL_CHECK_BYTES in all, the checksum) meta.json
+    recorded for it."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            return f"meta.json has format {meta.get('format')!r}, not {CACHE_FORMAT}"
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        total = sum(meta["splits"][split]["tokens"] * itemsize for split in SPLITS)
+        for split in SPLITS:
+            info, file = meta["splits"][split], path / f"{split}.bin"
+            if file.stat().st_size != info["tokens"] * itemsize:
+                return (
+                    f"{file.name} has {file.stat().st_size} bytes, not {info['tokens'] * itemsize}"
+                )
+            if total <= FULL_CHECK_BYTES and file_sha256(file) != info["sha256"]:
+                return f"{file.name} does not match its checksum"
+            np.load(path / f"{split}.docs.npy")
+        if file_sha256(path / "tokenizer.json") != meta["tokenizer_sha256"]:
+            return "tokenizer.json does not match its checksum"
+    except FileNotFoundError as err:
+        return f"{Path(err.filename).name} is missing"
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        return f"unreadable ({err!r})"
+    return None
+
+
+class TokenFile:
+    """A split's flat token array on disk, read window by window with pread. A memory map
+    would count every page it touches as the process's memory, and the kernel maps large
+    blocks around each touch: training that draws windows all over a corpus of GBs grew
+    toward the corpus's size. Slices are numpy arrays; `np.asarray` reads it whole."""
+
+    def __init__(self, path: Path, dtype: str):
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self.length = self.path.stat().st_size // self.dtype.itemsize
+        self._fd, self._pid = None, None
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.length,)
+
+    def _descriptor(self) -> int:
+        if self._pid != os.getpid():  # opened per process (DataLoader workers)
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.length)
+            size = max(0, stop - start) * self.dtype.itemsize
+            data = os.pread(self._descriptor(), size, start * self.dtype.itemsize)
+            return np.frombuffer(data, dtype=self.dtype)[:: step if step > 0 else 1]
+        index = int(key) + (self.length if int(key) < 0 else 0)
+        if not 0 <= index < self.length:
+            raise IndexError(f"token {key} of {self.length}")
+        return self[index : index + 1][0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "dtype": self.dtype, "length": self.length}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.dtype, self.length = state["path"], state["dtype"], state["length"]
+        self._fd, self._pid = None, None

@@ -1,0 +1,301 @@
+"""The LightningDataModule: prepare (tokenize the corpus into the cache once) → setup
+(memory-map the cached arrays) → loaders (training batches from `StepBatches`, evaluation
+windows in a fixed order).
+
+Two ways to cut the token stream into training examples of `block_size` tokens:
+- packing (default): windows of `block_size + 1` tokens anywhere in the concatenated
+  stream, drawn at random as nanoGPT does; evaluation uses fixed non-overlapping windows.
+- no packing: each document is cut into chunks that never cross a document boundary; the last
+  chunk of a document is right-padded, and padded targets are IGNORE_INDEX (no loss).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from minigpt.corpus import (
+    LEAK_LIMIT,
+    SHAKESPEARE_DROPPED,
+    SHAKESPEARE_TEST,
+    SHAKESPEARE_VAL,
+    SPLITS,
+    Document,
+    leak_report,
+    shakespeare_splits,
+    text_file_splits,
+    verbatim_overlap,
+)
+from minigpt.data.cache import (
+    CACHE_FORMAT,
+    TokenFile,
+    cache_damage,
+    corpus_fingerprint,
+    tokenize_splits,
+)
+from minigpt.data.stream import files_fingerprint, plan_splits, write_char_cache
+from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
+from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def report_leaks(splits: dict[str, list[Document]]) -> None:
+    """Logs how much held-out text also occurs in train, and warns about held-out works
+    over LEAK_LIMIT (run when a corpus split by works is prepared)."""
+    if not splits["val"] and not splits["test"]:
+        return
+    report, leaky = leak_report(verbatim_overlap(splits))
+    log.info(f"held-out text also in train: {report}")
+    if leaky:
+        log.warning(
+            f"held-out works sharing over {LEAK_LIMIT:.0%} of their lines with train: "
+            f"{', '.join(leaky)}; consider data.dropped_works or other val/test works"
+        )
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Serves a tokenized corpus as (inputs, targets) batches of shape (B, block_size).
+
+    corpus: "shakespeare" (the embedded corpus, split by works) or "text_files" (`paths`,
+    split contiguously). The tokenizer is built from the train split alone.
+    Training batches come from `StepBatches` seeded with `seed`: batch i of rank r is the
+    same in every run with that seed, resumed or not.
+    """
+
+    def __init__(
+        self,
+        corpus: str = "shakespeare",
+        block_size: int = 128,
+        batch_size: int = 32,
+        packing: bool = True,
+        paths: list[str] | None = None,
+        val_fraction: float = 0.1,
+        clean: bool = False,
+        val_works: list[str] | tuple[str, ...] = SHAKESPEARE_VAL,
+        test_works: list[str] | tuple[str, ...] = SHAKESPEARE_TEST,
+        include_folio: bool = False,
+        dropped_works: list[str] | tuple[str, ...] = SHAKESPEARE_DROPPED,
+        tokenizer: dict | None = None,
+        cache_dir: str = ".cache/minigpt",
+        num_workers: int = 0,
+        eval_seed: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if corpus not in ("shakespeare", "text_files"):
+            raise ValueError(f"data.corpus={corpus!r} is not one of shakespeare, text_files")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size={batch_size} must be a positive integer")
+        self.corpus, self.paths = corpus, list(paths or [])
+        self.block_size, self.batch_size, self.packing = block_size, batch_size, packing
+        self.val_fraction, self.clean = val_fraction, clean
+        self.val_works, self.test_works = list(val_works), list(test_works)
+        self.include_folio, self.dropped_works = include_folio, list(dropped_works)
+        self.tokenizer_config = dict(tokenizer or {"kind": "char"})
+        if self.tokenizer_config.get("kind") not in ("char", "bpe"):
+            raise ValueError(
+                f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
+            )
+        self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
+        self.seed = seed
+        self.cache_path: Path | None = None
+        self.tokenizer: CharTokenizer | BPETokenizer | None = None
+        self.tokens: dict[str, TokenFile] = {}
+        self.doc_starts: dict[str, np.ndarray] = {}
+
+    def load_splits(self) -> dict[str, list[Document]]:
+        if self.corpus == "shakespeare":
+            return shakespeare_splits(
+                self.val_works, self.test_works, self.include_folio, self.dropped_works
+            )
+        return text_file_splits(
+            self.paths, self.val_fraction, self.clean, min_chars=self.block_size + 1
+        )
+
+    def streams(self) -> bool:
+        """Whether the corpus is prepared a chunk at a time (minigpt.data.stream): text
+        files with character tokens, uncleaned. The embedded corpus (5 MB), BPE and
+        `data.clean` are prepared in memory."""
+        return (
+            self.corpus == "text_files"
+            and self.tokenizer_config["kind"] == "char"
+            and not (self.clean)
+        )
+
+    def prepare_data(self) -> None:
+        """Tokenize the corpus into the cache unless an identical corpus is there already."""
+        if self.cache_path is not None:
+            return
+        if self.streams():
+            parts = plan_splits(self.paths, self.val_fraction, min_bytes=self.block_size + 1)
+            settings = {"format": CACHE_FORMAT, "files": "stream", "tokenizer": "char"}
+            key = files_fingerprint(parts, settings)
+
+            def build(staging: Path) -> None:
+                write_char_cache(parts, staging)
+        else:
+            splits = self.load_splits()
+            tokenizer = self.build_tokenizer(splits)
+            settings = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict()}
+            key = corpus_fingerprint(splits, settings)
+
+            def build(staging: Path) -> None:
+                report_leaks(splits)
+                tokenize_splits(splits, tokenizer, staging)
+
+        path = self.cache_root / f"{self.corpus}-{key}"
+        if path.exists() and (damage := cache_damage(path)):
+            log.warning(f"token cache {path} is damaged ({damage}): rebuilding it")
+            shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            self.cache_root.mkdir(parents=True, exist_ok=True)
+            staging = self.cache_root / f".{path.name}.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            start = time.perf_counter()
+            try:
+                build(staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)  # no half-written entry stays
+                raise
+            seconds = time.perf_counter() - start
+            meta = json.loads((staging / "meta.json").read_text())
+            text_mb = sum(meta["splits"][split]["bytes"] for split in SPLITS) / 1e6
+            log.info(
+                f"token cache: {text_mb:,.1f} MB of text prepared in {seconds:.1f} s "
+                f"({text_mb / seconds:,.1f} MB/s) into {path}"
+            )
+            try:
+                staging.rename(path)  # atomic: readers see a whole cache entry or none
+            except OSError:  # another process finished the same entry first
+                shutil.rmtree(staging, ignore_errors=True)
+        self.cache_path = path
+
+    def build_tokenizer(self, splits: dict[str, list[Document]]) -> CharTokenizer | BPETokenizer:
+        """char: the characters of the train split (CharTokenizer.for_splits). bpe: trained
+        on the train split only (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers`
+        with `hf`), cached on disk by a fingerprint of that text and the settings."""
+        config = self.tokenizer_config
+        if config["kind"] == "char":
+            held_out = set().union(*(set(d.text) for s in ("val", "test") for d in splits[s]))
+            train = set().union(*(set(d.text) for d in splits["train"]))
+            return CharTokenizer.for_splits(train, held_out)
+        vocab_size, impl = int(config.get("vocab_size", 2048)), config.get("impl", "minigpt")
+        if impl not in ("minigpt", "hf"):
+            raise ValueError(f"data.tokenizer.impl={impl!r} is not one of minigpt, hf")
+        train_text = "".join(d.text for d in splits["train"])
+        settings = config | {"format": CACHE_FORMAT}
+        key = corpus_fingerprint({"train": splits["train"], "val": [], "test": []}, settings)
+        path = self.cache_root / f"bpe-{key}.json"
+        if path.exists():
+            try:
+                return load_tokenizer(path)
+            except (ValueError, OSError, UnicodeDecodeError) as err:
+                log.warning(f"cached tokenizer {path} is damaged ({err}): training it again")
+        train = BPETokenizer.train_hf if impl == "hf" else BPETokenizer.train
+        tokenizer = train(train_text, vocab_size, config.get("pattern") or GPT2_PATTERN)
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".{os.getpid()}.tmp")
+        tokenizer.save(staging)
+        os.replace(staging, path)
+        return tokenizer
+
+    def tokens_per_byte(self, split: str) -> float:
+        """Tokens per byte of UTF-8 text in a split: converts a loss per token into bits
+        per byte, which compares models with different tokenizers."""
+        self.setup()
+        meta = json.loads((self.cache_path / "meta.json").read_text())["splits"][split]
+        return meta["tokens"] / meta["bytes"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokens:
+            return
+        self.prepare_data()
+        meta = json.loads((self.cache_path / "meta.json").read_text())
+        self.tokenizer = load_tokenizer(self.cache_path / "tokenizer.json")
+        for split in SPLITS:
+            if meta["splits"][split]["tokens"] == 0:
+                continue
+            self.tokens[split] = TokenFile(self.cache_path / f"{split}.bin", meta["dtype"])
+            self.doc_starts[split] = np.load(self.cache_path / f"{split}.docs.npy")
+        for split in ("train", "val"):
+            n = len(self.tokens.get(split, ()))
+            if n < self.block_size + 1:
+                raise ValueError(
+                    f"the {split} split has {n} tokens, fewer than one block "
+                    f"(model.block_size + 1 = {self.block_size + 1}): give more text or a "
+                    "smaller model.block_size"
+                )
+
+    @property
+    def vocab_size(self) -> int:
+        self.setup()
+        return self.tokenizer.vocab_size
+
+    def dataset(self, split: str, train: bool = False) -> Dataset:
+        """The split's examples: every window (packing) or document chunk; for evaluation
+        (train=False), windows that do not overlap, in a fixed order."""
+        tokens = self.tokens[split]
+        if not self.packing:
+            seed = None if train else self.eval_seed
+            return PaddedDocuments(tokens, self.doc_starts[split], self.block_size, seed)
+        if train:
+            return RandomWindows(tokens, self.block_size)
+        return FixedWindows(tokens, self.block_size, self.eval_seed)
+
+    def train_batches(self) -> StepBatches:
+        """This rank's training batches, from the one the trainer's next optimizer step
+        takes (a resumed run continues where the checkpoint stopped)."""
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer else 0
+        start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+        return StepBatches(
+            self.dataset("train", train=True), self.batch_size, self.seed, rank, start
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_batches(), batch_size=None)  # already batched
+
+    def evaluation_share(self, dataset: Dataset, limit: int | float | None) -> Dataset:
+        """This rank's share of the windows an evaluation reads: the first `limit` batches'
+        worth (as one process would read them), dealt out to the ranks in turn, without the
+        repeats a DistributedSampler adds. The ranks together read exactly the windows one
+        process reads, and val/loss (a token-weighted mean synced across ranks) is the same
+        on 1 and on N processes. (The trainer runs with use_distributed_sampler=false.)"""
+        count = len(dataset)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            count = min(count, limit * self.batch_size)
+        elif isinstance(limit, float) and limit < 1.0:
+            count = int(count * limit)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return Subset(dataset, range(rank, count, world))
+
+    def val_dataloader(self) -> DataLoader:
+        limit = self.trainer.limit_val_batches if self.trainer else None
+        return self._loader(self.evaluation_share(self.dataset("val"), limit), self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.tokens:
+            raise ValueError(f"data.corpus={self.corpus!r} has no test split")
+        limit = self.trainer.limit_test_batches if self.trainer else None
+        return self._loader(self.evaluation_share(self.dataset("test"), limit), self.batch_size)
