@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,16 @@ class Readme:
 
     def __init__(self, cwd: Path, cache_dir: Path):
         self.cwd, self.cache_dir, self.vars = cwd, cache_dir, {}
-        self.last_start = 0
+
+    def wait_for_a_free_second(self) -> None:
+        """A run directory is named by the second and the process id, which is this one's
+        for every command: wait while the current second's name is taken."""
+        while True:
+            now = datetime.now()
+            taken = self.cwd / "outputs" / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}-{os.getpid()}"
+            if not taken.exists():
+                return
+            time.sleep(0.05)
 
     def expand(self, text: str) -> str:
         return re.sub(r"\$(\w+)", lambda m: self.vars.get(m.group(1), m.group(0)), text)
@@ -131,10 +141,7 @@ class Readme:
         if words[:2] == ["make", "train"]:  # the Makefile's recipe: $(PY) train.py $(ARGS)
             words = ["python", "train.py", *shlex.split(words[2].removeprefix("ARGS="))]
         if words[:2] == ["python", "train.py"]:
-            # a run directory is named by the second and the process id: one run a second
-            while int(time.time()) == self.last_start:
-                time.sleep(0.05)
-            self.last_start = int(time.time())
+            self.wait_for_a_free_second()
             return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
         if words[:2] == ["python", "sample.py"]:
             args = [a for a in words[2:] if not a.startswith("max_new_tokens=")]
