@@ -146,17 +146,21 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
     else:
         model = module.model.cpu().eval()
         tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
-    texts = sample_texts(
-        model,
-        tokenizer,
-        sample.prompt,
-        sample.max_new_tokens,
-        sample.num_samples,
-        cfg.seed,
-        temperature=sample.temperature,
-        top_k=sample.top_k,
-        top_p=sample.top_p,
-    )
+    try:
+        texts = sample_texts(
+            model,
+            tokenizer,
+            sample.prompt,
+            sample.max_new_tokens,
+            sample.num_samples,
+            cfg.seed,
+            temperature=sample.temperature,
+            top_k=sample.top_k,
+            top_p=sample.top_p,
+        )
+    except ValueError as err:  # a prompt the corpus's vocabulary cannot encode
+        log.warning(f"no sample: sample.prompt={sample.prompt!r}: {err}")
+        return
     for text in texts:
         print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
         print(text)

@@ -268,15 +268,19 @@ class TextSamples(L.Callback):
         if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
-        (text,) = sample_texts(
-            pl_module.model,
-            tokenizer,
-            self.prompt,
-            self.max_new_tokens,
-            seed=self.seed,
-            temperature=self.temperature,
-            top_p=self.top_p,
-        )
+        try:
+            (text,) = sample_texts(
+                pl_module.model,
+                tokenizer,
+                self.prompt,
+                self.max_new_tokens,
+                seed=self.seed,
+                temperature=self.temperature,
+                top_p=self.top_p,
+            )
+        except ValueError as err:  # a prompt the corpus's vocabulary cannot encode
+            log.warning(f"no text sample: prompt {self.prompt!r}: {err}")
+            return
         # TensorBoard renders Markdown: a code block keeps line breaks and spacing
         for writer in writers:
             writer.add_text("samples", f"```\n{text}\n```", global_step=trainer.global_step)

@@ -118,7 +118,9 @@ def test_errors_from_configured_constructors_are_one_line(compose_train):
     cfg = compose_train("experiment=tiny", "data.corpus=foo")
     with pytest.raises(Exception) as wrapped:
         instantiate(cfg.data)
-    assert user_error(wrapped.value) == "data.corpus='foo' is not one of shakespeare, text_files"
+    assert user_error(wrapped.value) == (
+        "data.corpus='foo' is not one of shakespeare, text_files, hf_dataset"
+    )
     cfg = compose_train("experiment=tiny", "trainer.devices=0")
     with pytest.raises(Exception) as wrapped:
         instantiate(cfg.trainer)

@@ -328,3 +328,22 @@ def test_token_files_read_like_arrays_in_any_process(tmp_path):
     loader = torch.utils.data.DataLoader(RandomWindows(tokens, 8), batch_size=4, num_workers=2)
     inputs, targets = next(iter(loader))
     assert torch.equal(inputs[:, 1:], targets[:, :-1]) and inputs.shape == (4, 8)
+
+
+def test_a_local_hf_dataset_is_a_corpus(tmp_path):
+    """data=hf_dataset: a JSON-lines file the test writes, opened by datasets.load_dataset
+    offline, one document per row of the named column; the last 10% of the rows validate."""
+    rows = [{"id": i, "body": f"document {i}: " + "the quick brown fox. " * 5} for i in range(40)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hf = {"builder": "json", "data_files": [str(tmp_path / "docs.jsonl")], "text_column": "body"}
+    dm = TokenDataModule(corpus="hf_dataset", hf=hf, block_size=8, cache_dir=tmp_path / "cache")
+    dm.setup()
+    texts = [r["body"] for r in rows]
+    assert dm.tokenizer.decode(dm.tokens["train"][:].tolist()) == "".join(texts[:36])
+    assert dm.tokenizer.decode(dm.tokens["val"][:].tolist()) == "".join(texts[36:])
+    assert dm.doc_starts["val"].tolist() == [0, *np.cumsum([len(t) for t in texts[36:39]])]
+    bad = TokenDataModule(
+        corpus="hf_dataset", hf=hf | {"text_column": "text"}, cache_dir=tmp_path / "cache"
+    )
+    with pytest.raises(ValueError, match="text_column='text' is not a column.*id, body"):
+        bad.setup()

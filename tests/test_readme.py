@@ -13,6 +13,7 @@ the slow test.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -173,6 +174,8 @@ def readme(tmp_path, cache_dir, monkeypatch):
     (tmp_path / "my" / "book.txt").write_text(works[3].text)
     (tmp_path / "more").mkdir()
     (tmp_path / "more" / "a.txt").write_text(works[4].text)
+    rows = [{"text": line} for line in works[5].text.splitlines() if line.strip()]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     root_handlers = list(logging.getLogger().handlers)
     yield Readme(tmp_path, cache_dir)
     logging.getLogger().handlers[:] = root_handlers

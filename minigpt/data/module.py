@@ -30,6 +30,7 @@ from minigpt.corpus import (
     SHAKESPEARE_VAL,
     SPLITS,
     Document,
+    hf_dataset_splits,
     leak_report,
     shakespeare_splits,
     text_file_splits,
@@ -86,14 +87,17 @@ class TokenDataModule(L.LightningDataModule):
         include_folio: bool = False,
         dropped_works: list[str] | tuple[str, ...] = SHAKESPEARE_DROPPED,
         tokenizer: dict | None = None,
+        hf: dict | None = None,
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
         eval_seed: int = 0,
         seed: int = 0,
     ):
         super().__init__()
-        if corpus not in ("shakespeare", "text_files"):
-            raise ValueError(f"data.corpus={corpus!r} is not one of shakespeare, text_files")
+        if corpus not in ("shakespeare", "text_files", "hf_dataset"):
+            raise ValueError(
+                f"data.corpus={corpus!r} is not one of shakespeare, text_files, hf_dataset"
+            )
         if batch_size <= 0:
             raise ValueError(f"data.batch_size={batch_size} must be a positive integer")
         self.corpus, self.paths = corpus, list(paths or [])
@@ -101,6 +105,7 @@ class TokenDataModule(L.LightningDataModule):
         self.val_fraction, self.clean = val_fraction, clean
         self.val_works, self.test_works = list(val_works), list(test_works)
         self.include_folio, self.dropped_works = include_folio, list(dropped_works)
+        self.hf = dict(hf or {})
         self.tokenizer_config = dict(tokenizer or {"kind": "char"})
         if self.tokenizer_config.get("kind") not in ("char", "bpe"):
             raise ValueError(
@@ -117,6 +122,14 @@ class TokenDataModule(L.LightningDataModule):
         if self.corpus == "shakespeare":
             return shakespeare_splits(
                 self.val_works, self.test_works, self.include_folio, self.dropped_works
+            )
+        if self.corpus == "hf_dataset":
+            return hf_dataset_splits(
+                self.hf.get("builder", "json"),
+                self.hf.get("data_files"),
+                self.hf.get("text_column", "text"),
+                self.val_fraction,
+                cache_dir=str(self.cache_root / "hf"),
             )
         return text_file_splits(
             self.paths, self.val_fraction, self.clean, min_chars=self.block_size + 1
@@ -150,7 +163,8 @@ class TokenDataModule(L.LightningDataModule):
             key = corpus_fingerprint(splits, settings)
 
             def build(staging: Path) -> None:
-                report_leaks(splits)
+                if self.corpus == "shakespeare":  # split by works
+                    report_leaks(splits)
                 tokenize_splits(splits, tokenizer, staging)
 
         path = self.cache_root / f"{self.corpus}-{key}"
