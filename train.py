@@ -40,7 +40,7 @@ from minigpt.preflight import (
     set_cpu_threads,
 )
 from minigpt.report import RunReport, find_callback, run_header, summary, write_json_atomically
-from minigpt.sampling import sample_texts
+from minigpt.sampling import sample_texts, unencodable
 from minigpt.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -146,21 +146,20 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
     else:
         model = module.model.cpu().eval()
         tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
-    try:
-        texts = sample_texts(
-            model,
-            tokenizer,
-            sample.prompt,
-            sample.max_new_tokens,
-            sample.num_samples,
-            cfg.seed,
-            temperature=sample.temperature,
-            top_k=sample.top_k,
-            top_p=sample.top_p,
-        )
-    except ValueError as err:  # a prompt the corpus's vocabulary cannot encode
-        log.warning(f"no sample: sample.prompt={sample.prompt!r}: {err}")
+    if problem := unencodable(tokenizer, sample.prompt):
+        log.warning(f"no sample: sample.prompt={sample.prompt!r}: {problem}")
         return
+    texts = sample_texts(
+        model,
+        tokenizer,
+        sample.prompt,
+        sample.max_new_tokens,
+        sample.num_samples,
+        cfg.seed,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+    )
     for text in texts:
         print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
         print(text)

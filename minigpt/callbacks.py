@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_only
 
 from minigpt.cli import is_number
-from minigpt.sampling import sample_texts
+from minigpt.sampling import sample_texts, unencodable
 from minigpt.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -268,19 +268,18 @@ class TextSamples(L.Callback):
         if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
-        try:
-            (text,) = sample_texts(
-                pl_module.model,
-                tokenizer,
-                self.prompt,
-                self.max_new_tokens,
-                seed=self.seed,
-                temperature=self.temperature,
-                top_p=self.top_p,
-            )
-        except ValueError as err:  # a prompt the corpus's vocabulary cannot encode
-            log.warning(f"no text sample: prompt {self.prompt!r}: {err}")
+        if problem := unencodable(tokenizer, self.prompt):
+            log.warning(f"no text sample: prompt {self.prompt!r}: {problem}")
             return
+        (text,) = sample_texts(
+            pl_module.model,
+            tokenizer,
+            self.prompt,
+            self.max_new_tokens,
+            seed=self.seed,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
         # TensorBoard renders Markdown: a code block keeps line breaks and spacing
         for writer in writers:
             writer.add_text("samples", f"```\n{text}\n```", global_step=trainer.global_step)

@@ -253,9 +253,9 @@ def run_header(cfg, datamodule, module: L.LightningModule, trainer: L.Trainer, t
         batch += f" × {accumulate} accumulated"
     if trainer.world_size > 1:
         batch += f" × {trainer.world_size} processes"
-    interval = cfg.trainer.val_check_interval
+    interval = trainer.val_check_interval  # in batches, as train.py set it
     if isinstance(interval, int):
-        interval = min(interval, trainer.max_steps)
+        interval //= accumulate  # optimizer steps
     if not trainer.limit_val_batches:
         validation = "no validation"
     elif trainer.fast_dev_run:

@@ -123,6 +123,16 @@ def generate_tokens(
         model.train(was_training)
 
 
+def unencodable(tokenizer, prompt: str) -> str | None:
+    """Why the tokenizer cannot encode the prompt (characters outside a character
+    vocabulary), or None: a run's text samples are skipped then, not the run failed."""
+    try:
+        tokenizer.encode(prompt)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def sample_texts(
     model: GPT,
     tokenizer,
