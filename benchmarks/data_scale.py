@@ -1,22 +1,31 @@
-"""Data at scale: `data=text_files` on corpora of 256 MiB and 1 GiB (character tokens).
+"""Data at scale: `data=text_files` on corpora of 256 MiB and 1 GiB, characters and BPE.
 
 For each size, writes a corpus made of the embedded works repeated, every line of the
 r-th copy prefixed with `r|` (so no two copies are the same text), as 64 MiB files; then runs
-`train.py` on it twice, 20 training steps of the default model each, with a fresh token
-cache:
-- run 1 prepares the cache (two streaming passes) and trains;
+`train.py` on it, 20 training steps of the default model each time.
+Characters (`--tokenizers char`), with a fresh token cache:
+- run 1 prepares the cache (two parallel streaming passes) and trains;
 - run 2 finds the cache and trains.
-Printed per size: peak memory (max RSS) of each run, the preparation's rate (the line
-`token cache: ... MB/s` that run 1 prints), and run 2's seconds from launch to its first
-training step (the progress bar's first step).
-`python benchmarks/data_scale.py [--sizes-mib 256 1024] [--work DIR]`; needs about 4 GiB of
-disk per GiB of corpus. Run it with nothing else running.
+BPE (`--tokenizers bpe`, vocabulary 8192, minigpt's trainer on a 64 MiB sample):
+- run 1 trains the tokenizer, encodes the corpus on every core and trains;
+- runs 2 and 3 find the tokenizer but not the token cache (deleted), and encode the corpus
+  with one process and with every core (`data.num_proc`): the ratio of their rates is
+  what the parallel encoding gains.
+Printed per size: peak memory of each run, as the largest process's max RSS and as the
+peak proportional set size of all its processes (forked workers share pages; PSS splits
+them, so the sum is the run's memory),
+the preparation's rate (the line `token cache: ... MB/s` that a run prints), and the
+character run 2's seconds from launch to its first training step (the progress bar's
+first step).
+`python benchmarks/data_scale.py [--sizes-mib 256 1024] [--tokenizers char bpe] [--work DIR]`;
+needs about 4 GiB of disk per GiB of corpus. Run it with nothing else running.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from minigpt.corpus import shakespeare_works  # noqa: E402
 
 FILE_MIB = 64
+CORES = len(os.sched_getaffinity(0))
 STEPS = 20
 # runs the command, then prints its peak RSS (KiB): the max over this wrapper's children
 MEASURE = (
@@ -59,7 +69,29 @@ def write_corpus(directory: Path, size_mib: int) -> int:
     return written
 
 
-def run_train(corpus: Path, cache: Path, run_dir: Path) -> dict:
+def tree_pss_kib(root: int) -> int:
+    """The proportional set size (shared pages split among their users) of a process and
+    its descendants: the memory the run takes, forked workers included."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)[1])
+    return total
+
+
+def run_train(corpus: Path, cache: Path, run_dir: Path, *overrides: str) -> dict:
     command = [
         sys.executable,
         "-c",
@@ -75,6 +107,7 @@ def run_train(corpus: Path, cache: Path, run_dir: Path) -> dict:
         "sample.num_samples=0",
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",
+        *overrides,
     ]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -86,10 +119,19 @@ def run_train(corpus: Path, cache: Path, run_dir: Path) -> dict:
             if not first_step and f" 1/{STEPS} [".encode() in output:
                 first_step.append(time.perf_counter() - start)
 
-    reader = threading.Thread(target=read)
-    reader.start()
+    peak_pss = [0]
+
+    def sample() -> None:  # the run's processes (workers included), every 0.2 s
+        while process.poll() is None:
+            peak_pss[0] = max(peak_pss[0], tree_pss_kib(process.pid))
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=read), threading.Thread(target=sample)]
+    for thread in threads:
+        thread.start()
     code = process.wait()
-    reader.join()
+    for thread in threads:
+        thread.join()
     wall = time.perf_counter() - start
     text = output.decode(errors="replace")
     if code:
@@ -100,14 +142,58 @@ def run_train(corpus: Path, cache: Path, run_dir: Path) -> dict:
         "wall_s": wall,
         "first_step_s": first_step[0] if first_step else None,
         "rss": rss,
+        "pss": peak_pss[0],
         "prepare_s": float(prepared[2]) if prepared else None,
         "prepare_mb": float(prepared[1].replace(",", "")) if prepared else None,
     }
 
 
+def char_runs(work: Path) -> dict:
+    first = run_train(work / "corpus", work / "cache", work / "run1")
+    second = run_train(work / "corpus", work / "cache", work / "run2")
+    assert second["prepare_s"] is None, "run 2 prepared the cache again"
+    return {
+        "run1_wall_s": round(first["wall_s"], 1),
+        "run1_peak_rss_mib": round(first["rss"] / 1024),
+        "run1_peak_pss_mib": round(first["pss"] / 1024),
+        "preparation_s": first["prepare_s"],
+        "preparation_mb_per_s": round(first["prepare_mb"] / first["prepare_s"], 1),
+        "run2_wall_s": round(second["wall_s"], 1),
+        "run2_peak_rss_mib": round(second["rss"] / 1024),
+        "run2_peak_pss_mib": round(second["pss"] / 1024),
+        "run2_first_step_s": round(second["first_step_s"], 1),
+        "cache_mib": round(sum(f.stat().st_size for f in (work / "cache").rglob("*")) / 2**20),
+    }
+
+
+def bpe_runs(work: Path) -> dict:
+    bpe = ["data.tokenizer.kind=bpe", "data.tokenizer.vocab_size=8192"]
+    first = run_train(work / "corpus", work / "cache", work / "bpe1", *bpe)
+    figures = {
+        "run1_wall_s": round(first["wall_s"], 1),
+        "run1_peak_rss_mib": round(first["rss"] / 1024),
+        "run1_peak_pss_mib": round(first["pss"] / 1024),
+        "run1_preparation_s": first["prepare_s"],
+    }
+    rates = {}
+    for processes in (1, CORES):
+        for entry in (work / "cache").glob("text_files-*"):
+            shutil.rmtree(entry)  # the tokenizer (bpe-*.json) stays
+        run = run_train(
+            work / "corpus", work / "cache", work / f"bpe-{processes}", *bpe,
+            f"data.num_proc={processes}",
+        )  # fmt: skip
+        rates[processes] = run["prepare_mb"] / run["prepare_s"]
+        figures[f"encode_{processes}_processes_mb_per_s"] = round(rates[processes], 2)
+        figures[f"encode_{processes}_processes_peak_pss_mib"] = round(run["pss"] / 1024)
+    figures["parallel_over_single"] = round(rates[CORES] / rates[1], 2)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--tokenizers", nargs="+", default=["char", "bpe"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/minigpt-data-scale"))
     args = parser.parse_args()
     results = {}
@@ -115,27 +201,19 @@ def main() -> None:
         work = args.work / f"{size}mib"
         shutil.rmtree(work, ignore_errors=True)
         corpus_bytes = write_corpus(work / "corpus", size)
-        first = run_train(work / "corpus", work / "cache", work / "run1")
-        second = run_train(work / "corpus", work / "cache", work / "run2")
-        assert second["prepare_s"] is None, "run 2 prepared the cache again"
-        figures = {
-            "corpus_mib": round(corpus_bytes / 2**20, 1),
-            "run1_wall_s": round(first["wall_s"], 1),
-            "run1_peak_rss_mib": round(first["rss"] / 1024),
-            "preparation_s": first["prepare_s"],
-            "preparation_mb_per_s": round(first["prepare_mb"] / first["prepare_s"], 1),
-            "run2_wall_s": round(second["wall_s"], 1),
-            "run2_peak_rss_mib": round(second["rss"] / 1024),
-            "run2_first_step_s": round(second["first_step_s"], 1),
-            "cache_mib": round(sum(f.stat().st_size for f in (work / "cache").rglob("*")) / 2**20),
-        }
+        figures = {"corpus_mib": round(corpus_bytes / 2**20, 1)}
+        if "char" in args.tokenizers:
+            figures["char"] = char_runs(work)
+        if "bpe" in args.tokenizers:
+            figures["bpe"] = bpe_runs(work)
         results[size] = figures
         print(json.dumps({f"{size} MiB": figures}), flush=True)
         shutil.rmtree(work, ignore_errors=True)
-    if len(results) > 1:
-        small, large = results[min(results)], results[max(results)]
-        ratio = large["run1_peak_rss_mib"] / small["run1_peak_rss_mib"]
-        print(f"peak memory, largest / smallest corpus: {ratio:.3f}")
+    if len(results) > 1 and "char" in args.tokenizers:
+        small, large = results[min(results)]["char"], results[max(results)]["char"]
+        for figure in ("run1_peak_rss_mib", "run1_peak_pss_mib"):
+            ratio = large[figure] / small[figure]
+            print(f"{figure} (characters), largest / smallest corpus: {ratio:.3f}")
 
 
 if __name__ == "__main__":

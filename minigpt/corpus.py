@@ -12,7 +12,6 @@ from __future__ import annotations
 import configparser
 import glob
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,63 +214,3 @@ def leak_report(overlap: dict[str, dict[str, tuple[int, int]]]) -> tuple[str, li
         )
         leaky += [f"{title} ({s}/{n})" for title, (s, n) in works.items() if s > LEAK_LIMIT * n]
     return "; ".join(lines), leaky
-
-
-def hf_dataset_splits(
-    builder: str,
-    data_files: list[str] | str | None,
-    text_column: str = "text",
-    val_fraction: float = 0.1,
-    cache_dir: str | None = None,
-) -> dict[str, list[Document]]:
-    """The documents of a dataset that HF `datasets.load_dataset(builder, data_files=...)`
-    opens from local files or a local directory (`json`, `text`, `parquet`, `csv`, or a
-    directory), one document per row's `text_column`. The dataset's own `validation` and
-    `test` splits are used when it has them; otherwise the last val_fraction of the rows
-    validate. Nothing is downloaded (HF_DATASETS_OFFLINE is set while loading)."""
-    import datasets
-
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1)")
-    previous = os.environ.get("HF_DATASETS_OFFLINE")
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    try:
-        loaded = datasets.load_dataset(builder, data_files=data_files, cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise ValueError(
-            f"data.hf: datasets.load_dataset({builder!r}, data_files={data_files!r}) failed: "
-            f"{str(err).strip().splitlines()[0]}"
-        ) from None
-    finally:
-        if previous is None:
-            os.environ.pop("HF_DATASETS_OFFLINE", None)
-        else:
-            os.environ["HF_DATASETS_OFFLINE"] = previous
-    train = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-    if text_column not in train.column_names:
-        raise ValueError(
-            f"data.hf.text_column={text_column!r} is not a column of the dataset; "
-            f"its columns: {', '.join(train.column_names)}"
-        )
-
-    def documents(table, name: str) -> list[Document]:
-        texts = table[text_column]
-        return [Document(f"{name}:{i}", str(t)) for i, t in enumerate(texts) if t]
-
-    splits = {"train": [], "val": [], "test": []}
-    if "validation" in loaded or "test" in loaded:
-        splits["train"] = documents(train, "train")
-        splits["val"] = (
-            documents(loaded["validation"], "validation") if "validation" in loaded else []
-        )
-        splits["test"] = documents(loaded["test"], "test") if "test" in loaded else []
-    else:
-        rows = documents(train, "train")
-        cut = max(1, int(len(rows) * (1.0 - val_fraction)))
-        splits["train"], splits["val"] = rows[:cut], rows[cut:]
-    if not splits["train"] or not splits["val"]:
-        raise ValueError(
-            f"data.hf: the dataset gives {len(splits['train'])} train and {len(splits['val'])} "
-            "val documents: it needs at least one of each"
-        )
-    return splits

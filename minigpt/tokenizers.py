@@ -6,7 +6,8 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter, defaultdict
-from itertools import pairwise
+from collections.abc import Iterable
+from itertools import islice, pairwise
 from pathlib import Path
 
 import regex
@@ -104,9 +105,9 @@ def merges_to_learn(text: str, vocab_size: int, special_tokens) -> int:
     return n_merges
 
 
-def train_hf_tokenizer(text: str, n_merges: int, pattern: str = GPT2_PATTERN):
+def train_hf_tokenizer(text: str | Iterable[str], n_merges: int, pattern: str = GPT2_PATTERN):
     """A byte-level BPE `tokenizers.Tokenizer` with up to n_merges merges, trained by HF
-    `tokenizers` on text with the given pre-tokenization."""
+    `tokenizers` on text (a string, or pieces of text) with the given pre-tokenization."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
     hf = Tokenizer(models.BPE())
@@ -121,7 +122,7 @@ def train_hf_tokenizer(text: str, n_merges: int, pattern: str = GPT2_PATTERN):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    hf.train_from_iterator([text], trainer)
+    hf.train_from_iterator([text] if isinstance(text, str) else text, trainer)
     return hf
 
 
@@ -190,13 +191,27 @@ class BPETokenizer:
         pattern: str = GPT2_PATTERN,
         special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
     ) -> BPETokenizer:
-        """Learns vocab_size - 256 - len(special_tokens) merges from text.
+        """Learns vocab_size - 256 - len(special_tokens) merges from text (`train_on_counts`
+        of its chunks)."""
+        merges_to_learn(text, vocab_size, special_tokens)
+        counts = Counter(regex.findall(pattern, text))
+        return cls.train_on_counts(counts, vocab_size, pattern, special_tokens)
+
+    @classmethod
+    def train_on_counts(
+        cls,
+        chunk_counts: Counter[str],
+        vocab_size: int,
+        pattern: str = GPT2_PATTERN,
+        special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
+    ) -> BPETokenizer:
+        """Learns the merges from how often each chunk (a piece of pre-tokenized text) occurs:
+        all that training needs, so counts gathered piece by piece (in parallel) train it.
 
         Each step merges the most frequent adjacent pair (ties: the smallest pair of ids).
         Pair counts are kept per unique chunk, weighted by the chunk's frequency, and updated
         only in the chunks a merge touches; a heap with lazy deletion finds the best pair."""
-        n_merges = merges_to_learn(text, vocab_size, special_tokens)
-        chunk_counts = Counter(regex.findall(pattern, text))
+        n_merges = merges_to_learn("".join(islice(chunk_counts, 1)), vocab_size, special_tokens)
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
         freqs = list(chunk_counts.values())
         pair_counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -241,14 +256,16 @@ class BPETokenizer:
     @classmethod
     def train_hf(
         cls,
-        text: str,
+        text: str | Iterable[str],
         vocab_size: int,
         pattern: str = GPT2_PATTERN,
         special_tokens: list[str] | tuple[str, ...] = (END_OF_TEXT,),
     ) -> BPETokenizer:
         """The same kind of tokenizer trained by HF `tokenizers` (compiled; for gigabytes of
-        text) and converted to this class."""
-        n_merges = merges_to_learn(text, vocab_size, special_tokens)
+        text) on a string or an iterable of pieces, and converted to this class."""
+        if not isinstance(text, str):
+            text = list(text)
+        n_merges = merges_to_learn("".join(text[:1]), vocab_size, special_tokens)
         return cls.from_hf(train_hf_tokenizer(text, n_merges, pattern), pattern, special_tokens)
 
     @classmethod

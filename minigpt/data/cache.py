@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from minigpt.corpus import SPLITS, Document
-from minigpt.tokenizers import BPETokenizer, CharTokenizer
 
 CACHE_FORMAT = 2  # bump when the layout of the cache changes
 # entries up to this size are checksummed whenever they are opened; larger ones (a corpus
@@ -30,49 +29,11 @@ def corpus_fingerprint(splits: dict[str, list[Document]], settings: dict) -> str
     return digest.hexdigest()[:16]
 
 
-def tokenize_splits(
-    splits: dict[str, list[Document]], tokenizer: CharTokenizer | BPETokenizer, out_dir: Path
-) -> None:
-    """Writes `<split>.bin` (flat token ids), `<split>.docs.npy` (where each document starts)
-    and `meta.json` into out_dir, tokenizing with `datasets.Dataset.map`. A tokenizer with an
-    end-of-text token gets it after every document."""
-    import datasets
-
-    eot = [] if getattr(tokenizer, "eot_id", None) is None else [tokenizer.eot_id]
-    if isinstance(tokenizer, CharTokenizer):  # held-out characters train lacks: UNKNOWN_CHAR
-
-        def encode(text: str) -> list[int]:
-            return tokenizer.encode(tokenizer.replace_unknown(text))
-    else:
-        encode = tokenizer.encode
-
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "splits": {}}
-    for split in SPLITS:
-        docs = splits[split]
-        table = datasets.Dataset.from_dict(
-            {"title": [d.title for d in docs], "text": [d.text for d in docs]}
-        )
-        table = table.map(
-            lambda batch: {"ids": [encode(t) + eot for t in batch["text"]]},
-            batched=True,
-            remove_columns=["text"],
-            desc=f"tokenizing {split}",
-        ).with_format("numpy")
-        ids = [np.asarray(row, dtype=dtype) for row in table["ids"]] if len(table) else []
-        lengths = np.array([len(a) for a in ids], dtype=np.int64)
-        flat = np.concatenate(ids) if ids else np.zeros(0, dtype=dtype)
-        flat.tofile(out_dir / f"{split}.bin")
-        np.save(out_dir / f"{split}.docs.npy", np.concatenate([[0], np.cumsum(lengths)[:-1]]))
-        meta["splits"][split] = {
-            "tokens": int(flat.size),
-            "sha256": file_sha256(out_dir / f"{split}.bin"),
-            "bytes": sum(len(d.text.encode("utf-8")) for d in docs),
-            "documents": [d.title for d in docs],
-        }
-    tokenizer.save(out_dir / "tokenizer.json")
-    meta["tokenizer_sha256"] = file_sha256(out_dir / "tokenizer.json")
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+def fingerprint(key: str, settings: dict) -> str:
+    """A cache key from a key of the data and the settings that shape its tokens."""
+    digest = hashlib.sha256(key.encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
 
 def file_sha256(path: Path) -> str:

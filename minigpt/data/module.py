@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -30,7 +31,6 @@ from minigpt.corpus import (
     SHAKESPEARE_VAL,
     SPLITS,
     Document,
-    hf_dataset_splits,
     leak_report,
     shakespeare_splits,
     text_file_splits,
@@ -41,11 +41,34 @@ from minigpt.data.cache import (
     TokenFile,
     cache_damage,
     corpus_fingerprint,
-    tokenize_splits,
+    fingerprint,
 )
-from minigpt.data.stream import files_fingerprint, plan_splits, write_char_cache
+from minigpt.data.encode import (
+    char_vocabulary,
+    default_workers,
+    documents_pieces,
+    train_bpe,
+    write_cache,
+)
+from minigpt.data.rows import row_pieces
+from minigpt.data.stream import file_pieces, files_fingerprint, plan_splits
 from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
 from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer
+
+PIECE_BYTES = 2 << 20  # documents in memory are encoded in groups of about this size
+
+
+@dataclass
+class Source:
+    """A corpus as pieces per split, the documents' titles (where they have them), keys of
+    the whole corpus and of its train split, and its documents when they are in memory."""
+
+    pieces: dict[str, list]
+    titles: dict[str, list[str]] | None
+    key: str
+    train_key: str
+    documents: dict[str, list[Document]] | None = None
+
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +113,7 @@ class TokenDataModule(L.LightningDataModule):
         hf: dict | None = None,
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
+        num_proc: int | None = None,
         eval_seed: int = 0,
         seed: int = 0,
     ):
@@ -112,61 +136,56 @@ class TokenDataModule(L.LightningDataModule):
                 f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
-        self.seed = seed
+        self.seed, self.num_proc = seed, num_proc
         self.cache_path: Path | None = None
         self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.tokens: dict[str, TokenFile] = {}
         self.doc_starts: dict[str, np.ndarray] = {}
 
     def load_splits(self) -> dict[str, list[Document]]:
+        """The documents of a corpus prepared in memory: the embedded one, or cleaned files."""
         if self.corpus == "shakespeare":
             return shakespeare_splits(
                 self.val_works, self.test_works, self.include_folio, self.dropped_works
             )
+        return text_file_splits(
+            self.paths, self.val_fraction, self.clean, min_chars=self.block_size + 1
+        )
+
+    def source(self) -> Source:
+        """The corpus as pieces for `minigpt.data.encode`. Text files stream from disk
+        (`stream`), HF datasets from their Arrow cache (`rows`); the embedded corpus (5 MB)
+        and cleaned files are read into memory first."""
+        bpe = self.tokenizer_config["kind"] == "bpe"
         if self.corpus == "hf_dataset":
-            return hf_dataset_splits(
+            pieces, key = row_pieces(
                 self.hf.get("builder", "json"),
                 self.hf.get("data_files"),
                 self.hf.get("text_column", "text"),
                 self.val_fraction,
                 cache_dir=str(self.cache_root / "hf"),
             )
-        return text_file_splits(
-            self.paths, self.val_fraction, self.clean, min_chars=self.block_size + 1
-        )
-
-    def streams(self) -> bool:
-        """Whether the corpus is prepared a chunk at a time (minigpt.data.stream): text
-        files with character tokens, uncleaned. The embedded corpus (5 MB), BPE and
-        `data.clean` are prepared in memory."""
-        return (
-            self.corpus == "text_files"
-            and self.tokenizer_config["kind"] == "char"
-            and not (self.clean)
-        )
+            return Source(pieces, None, key, key)
+        if self.corpus == "text_files" and not self.clean:
+            parts = plan_splits(self.paths, self.val_fraction, min_bytes=self.block_size + 1)
+            titles = {split: [str(part.path) for part in parts[split]] for split in SPLITS}
+            train = {"train": parts["train"], "val": [], "test": []}
+            keys = files_fingerprint(parts, {}), files_fingerprint(train, {})
+            return Source(file_pieces(parts, bpe), titles, *keys)
+        splits = self.load_splits()
+        pieces = {split: documents_pieces(splits[split], PIECE_BYTES) for split in SPLITS}
+        titles = {split: [d.title for d in splits[split]] for split in SPLITS}
+        train = {"train": splits["train"], "val": [], "test": []}
+        keys = corpus_fingerprint(splits, {}), corpus_fingerprint(train, {})
+        return Source(pieces, titles, *keys, documents=splits)
 
     def prepare_data(self) -> None:
         """Tokenize the corpus into the cache unless an identical corpus is there already."""
         if self.cache_path is not None:
             return
-        if self.streams():
-            parts = plan_splits(self.paths, self.val_fraction, min_bytes=self.block_size + 1)
-            settings = {"format": CACHE_FORMAT, "files": "stream", "tokenizer": "char"}
-            key = files_fingerprint(parts, settings)
-
-            def build(staging: Path) -> None:
-                write_char_cache(parts, staging)
-        else:
-            splits = self.load_splits()
-            tokenizer = self.build_tokenizer(splits)
-            settings = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict()}
-            key = corpus_fingerprint(splits, settings)
-
-            def build(staging: Path) -> None:
-                if self.corpus == "shakespeare":  # split by works
-                    report_leaks(splits)
-                tokenize_splits(splits, tokenizer, staging)
-
+        source = self.source()
+        settings = {"format": CACHE_FORMAT, "tokenizer": self.tokenizer_config}
+        key = fingerprint(source.key, settings)
         path = self.cache_root / f"{self.corpus}-{key}"
         if path.exists() and (damage := cache_damage(path)):
             log.warning(f"token cache {path} is damaged ({damage}): rebuilding it")
@@ -178,7 +197,10 @@ class TokenDataModule(L.LightningDataModule):
             staging.mkdir()
             start = time.perf_counter()
             try:
-                build(staging)
+                if self.corpus == "shakespeare":  # split by works
+                    report_leaks(source.documents)
+                tokenizer = self.build_tokenizer(source)
+                write_cache(source.pieces, tokenizer, staging, self.workers, source.titles)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)  # no half-written entry stays
                 raise
@@ -187,7 +209,7 @@ class TokenDataModule(L.LightningDataModule):
             text_mb = sum(meta["splits"][split]["bytes"] for split in SPLITS) / 1e6
             log.info(
                 f"token cache: {text_mb:,.1f} MB of text prepared in {seconds:.1f} s "
-                f"({text_mb / seconds:,.1f} MB/s) into {path}"
+                f"({text_mb / seconds:,.1f} MB/s, {self.workers} processes) into {path}"
             )
             try:
                 staging.rename(path)  # atomic: readers see a whole cache entry or none
@@ -195,29 +217,30 @@ class TokenDataModule(L.LightningDataModule):
                 shutil.rmtree(staging, ignore_errors=True)
         self.cache_path = path
 
-    def build_tokenizer(self, splits: dict[str, list[Document]]) -> CharTokenizer | BPETokenizer:
+    @property
+    def workers(self) -> int:
+        return int(self.num_proc) if self.num_proc else default_workers()
+
+    def build_tokenizer(self, source: Source) -> CharTokenizer | BPETokenizer:
         """char: the characters of the train split (CharTokenizer.for_splits). bpe: trained
-        on the train split only (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers`
-        with `hf`), cached on disk by a fingerprint of that text and the settings."""
+        on (a sample of, `data.tokenizer.sample_mb`) the train split only
+        (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers` with `hf`), cached on
+        disk by a key of that split and the settings."""
         config = self.tokenizer_config
         if config["kind"] == "char":
-            held_out = set().union(*(set(d.text) for s in ("val", "test") for d in splits[s]))
-            train = set().union(*(set(d.text) for d in splits["train"]))
-            return CharTokenizer.for_splits(train, held_out)
-        vocab_size, impl = int(config.get("vocab_size", 2048)), config.get("impl", "minigpt")
+            return char_vocabulary(source.pieces, self.workers)
+        impl = config.get("impl", "minigpt")
         if impl not in ("minigpt", "hf"):
             raise ValueError(f"data.tokenizer.impl={impl!r} is not one of minigpt, hf")
-        train_text = "".join(d.text for d in splits["train"])
-        settings = config | {"format": CACHE_FORMAT}
-        key = corpus_fingerprint({"train": splits["train"], "val": [], "test": []}, settings)
+        key = fingerprint(source.train_key, config | {"format": CACHE_FORMAT})
         path = self.cache_root / f"bpe-{key}.json"
         if path.exists():
             try:
                 return load_tokenizer(path)
             except (ValueError, OSError, UnicodeDecodeError) as err:
                 log.warning(f"cached tokenizer {path} is damaged ({err}): training it again")
-        train = BPETokenizer.train_hf if impl == "hf" else BPETokenizer.train
-        tokenizer = train(train_text, vocab_size, config.get("pattern") or GPT2_PATTERN)
+        pattern = config.get("pattern") or GPT2_PATTERN
+        tokenizer = train_bpe(source.pieces["train"], config, pattern, self.workers)
         self.cache_root.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(f".{os.getpid()}.tmp")
         tokenizer.save(staging)

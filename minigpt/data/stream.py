@@ -1,38 +1,34 @@
-"""Text files of any size into the token cache, a chunk at a time: memory does not grow
-with the corpus.
+"""Text files of any size as pieces for `minigpt.data.encode`: memory does not grow with
+the corpus.
 
 The files are concatenated in order; the first (1 - val_fraction) of the *bytes* (moved
 forward to the next character boundary) train, the rest validate, a file straddling the cut
 being split there (for ASCII text this is the character rule of the in-memory path). Each
-part is read in CHUNK_BYTES pieces through an incremental UTF-8 decoder, so no piece splits
-a character. Characters: one pass collects the vocabulary (the train split's code points, with
-numpy; held-out characters that train lacks become UNKNOWN_CHAR), a second encodes each
-piece by table lookup and appends it to the split's flat array; both
-show a progress bar in MB/s. The cache entry is keyed by the files' paths, sizes and
-modification times and the settings: a cached corpus is not read again.
-
-HF `datasets` is not used here: it would store every piece's token list in an Arrow table
-(a second copy of the corpus on disk) before the flat array is written, and its
-fingerprint hashes the data, which is the re-reading this path avoids.
+file's part of a split is one document, cut into pieces of about CHUNK_BYTES (characters) or
+BPE_CHUNK_BYTES (BPE). A cut never splits a UTF-8 character, and for BPE it falls before a
+space that follows a printable ASCII character and precedes an ASCII letter (`a| word`),
+where GPT-2's pre-tokenization starts a chunk whatever comes before: encoding the pieces
+gives the tokens of encoding the whole. (Text with no such place in BOUNDARY_SEARCH bytes,
+such as a language written without spaces, is cut at a character boundary.) The cache entry
+is keyed by the files' paths, sizes and modification times and the settings: a cached
+corpus is not read again.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+import regex
 
 from minigpt.corpus import SPLITS, expand_paths
-from minigpt.data.cache import CACHE_FORMAT, file_sha256
-from minigpt.tokenizers import UNKNOWN_CHAR, CharTokenizer
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 16 << 20  # a piece of text for character tokens
+BPE_CHUNK_BYTES = 2 << 20  # for BPE: its chunk lists take ~60 bytes per token in the worker
+BOUNDARY_SEARCH = 1 << 20
+CHUNK_START = regex.compile(rb"[!-~](?= [A-Za-z])")  # a BPE cut falls after the match
 
 
 @dataclass(frozen=True)
@@ -108,102 +104,66 @@ def files_fingerprint(parts: dict[str, list[Part]], settings: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_text(part: Part, bar: tqdm | None = None) -> Iterator[str | bytes]:
-    """The part's text in pieces of about CHUNK_BYTES, never splitting a character: a piece
-    that is all ASCII comes as bytes (each byte is its code point: the fast path), any
-    other as str."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(part.path, "rb") as f:
-        f.seek(part.start)
-        left, offset = part.end - part.start, part.start
-        while left > 0:
-            data = f.read(min(CHUNK_BYTES, left))
-            left -= len(data)
-            if bar is not None:
-                bar.update(len(data))
-            if data.isascii() and not decoder.getstate()[0]:
-                offset += len(data)
-                yield data
-                continue
-            try:
-                text = decoder.decode(data, final=left == 0)
-            except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"data file {part.path} is not UTF-8 (byte {offset + err.start}: "
-                    f"{err.reason}); convert it, e.g. with iconv -t UTF-8"
-                ) from None
-            offset += len(data)
-            yield text
+@dataclass(frozen=True)
+class FilePiece:
+    """Bytes [start, end) of a file: the text of one piece, which starts and/or ends a
+    document (a file's part of a split)."""
+
+    path: Path
+    start: int
+    end: int
+    first: bool
+    last: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    def read(self) -> list[tuple[str | bytes, bool, bool]]:
+        """The text: bytes when it is all ASCII (each byte is its code point), else str."""
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        if data.isascii():
+            return [(data, self.first, self.last)]
+        try:
+            return [(data.decode("utf-8"), self.first, self.last)]
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"data file {self.path} is not UTF-8 (byte {self.start + err.start}: "
+                f"{err.reason}); convert it, e.g. with iconv -t UTF-8"
+            ) from None
 
 
-def code_points(piece: str | bytes) -> np.ndarray:
-    if isinstance(piece, bytes):  # ASCII
-        return np.frombuffer(piece, dtype=np.uint8)
-    return np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+def chunk_boundary(path: Path, offset: int, end: int) -> int:
+    """The first place in [offset, end] where GPT-2's pre-tokenization starts a chunk
+    whatever precedes it (see the module's docstring); end when there is none before it;
+    a character boundary when there is none in BOUNDARY_SEARCH bytes."""
+    origin = max(0, offset - 1)
+    with open(path, "rb") as f:
+        f.seek(origin)
+        window = f.read(min(BOUNDARY_SEARCH, end - origin))
+    if match := CHUNK_START.search(window):
+        return origin + match.end()
+    return end if origin + len(window) >= end else character_boundary(path, offset)
 
 
-def progress(total: int, description: str) -> tqdm:
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1 << 20, desc=description)
-
-
-def char_vocabulary(parts: dict[str, list[Part]], total: int) -> CharTokenizer:
-    """The train split's characters, and UNKNOWN_CHAR if val or test hold others
-    (`CharTokenizer.for_splits`)."""
-    seen = {split: np.zeros(0x110000, dtype=bool) for split in SPLITS}  # 1.1 MB each
-    with progress(total, "reading characters") as bar:
-        for split in SPLITS:
-            for part in parts[split]:
-                for piece in read_text(part, bar):
-                    if isinstance(piece, bytes):  # ASCII: count the 128 byte values
-                        seen[split][:128] |= np.bincount(code_points(piece), minlength=128) > 0
-                    else:
-                        seen[split][code_points(piece)] = True  # O(n), no sort
-
-    def chars(split: str) -> set[str]:
-        return {chr(c) for c in np.flatnonzero(seen[split]).tolist()}
-
-    return CharTokenizer.for_splits(chars("train"), chars("val") | chars("test"))
-
-
-def write_char_cache(parts: dict[str, list[Part]], out_dir: Path) -> CharTokenizer:
-    """Tokenizes the parts into out_dir as `tokenize_splits` does (`<split>.bin`,
-    `<split>.docs.npy`, `meta.json`, `tokenizer.json`), a chunk at a time."""
-    total = sum(p.end - p.start for split in SPLITS for p in parts[split])
-    tokenizer = char_vocabulary(parts, total)
-    # code point -> id; a held-out character that train lacks -> UNKNOWN_CHAR's id
-    unknown = tokenizer.stoi.get(UNKNOWN_CHAR, 0)
-    table = np.full(0x110000, unknown, dtype=np.uint32)
-    table[[ord(c) for c in tokenizer.chars]] = np.arange(tokenizer.vocab_size, dtype=np.uint32)
-    # the vocabulary is sorted by code point, so ASCII characters have ids below 128: an
-    # ASCII piece of vocabulary characters only is encoded with bytes.translate
-    ascii_ids = bytes(int(table[c]) if chr(c) in tokenizer.stoi else 0 for c in range(128))
-    ascii_ids += bytes(128)
-    outside = bytes(c for c in range(128) if chr(c) not in tokenizer.stoi)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "splits": {}}
-    with progress(total, "tokenizing") as bar:
-        for split in SPLITS:
-            digest, tokens, starts = hashlib.sha256(), 0, []
-            with open(out_dir / f"{split}.bin", "wb") as out:
-                for part in parts[split]:
-                    starts.append(tokens)
-                    for piece in read_text(part, bar):
-                        fast = isinstance(piece, bytes)
-                        if fast and len(piece.translate(None, outside)) == len(piece):
-                            ids = np.frombuffer(piece.translate(ascii_ids), np.uint8).astype(dtype)
-                        else:
-                            ids = table[code_points(piece)].astype(dtype)
-                        out.write(ids.tobytes())
-                        digest.update(ids.tobytes())
-                        tokens += len(ids)
-            np.save(out_dir / f"{split}.docs.npy", np.array(starts, dtype=np.int64))
-            meta["splits"][split] = {
-                "tokens": tokens,
-                "sha256": digest.hexdigest(),
-                "bytes": sum(p.end - p.start for p in parts[split]),
-                "documents": [str(p.path) for p in parts[split]],
-            }
-    tokenizer.save(out_dir / "tokenizer.json")
-    meta["tokenizer_sha256"] = file_sha256(out_dir / "tokenizer.json")
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-    return tokenizer
+def file_pieces(parts: dict[str, list[Part]], bpe: bool) -> dict[str, list[FilePiece]]:
+    """Each split's parts cut into pieces (of CHUNK_BYTES, or BPE_CHUNK_BYTES at chunk
+    boundaries)."""
+    size = BPE_CHUNK_BYTES if bpe else CHUNK_BYTES
+    pieces: dict[str, list[FilePiece]] = {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for part in parts[split]:
+            start = part.start
+            while start < part.end:
+                end = part.end
+                if start + size < part.end and bpe:
+                    end = min(part.end, chunk_boundary(part.path, start + size, part.end))
+                elif start + size < part.end:
+                    end = min(part.end, character_boundary(part.path, start + size))
+                pieces[split].append(
+                    FilePiece(part.path, start, end, start == part.start, end == part.end)
+                )
+                start = end
+    return pieces
