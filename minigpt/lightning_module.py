@@ -8,8 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from torchmetrics import MeanMetric
-from torchmetrics.text import Perplexity
+from torchmetrics import MeanMetric, SumMetric
 
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
 
@@ -68,8 +67,8 @@ class GPTLightningModule(L.LightningModule):
         self._compiled_forward = (
             torch.compile(self.model.forward, mode=compile_mode) if compile else None
         )
-        self.val_loss = MeanMetric()
-        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.val_loss = MeanMetric()  # token-weighted, synced across DDP ranks
+        self.test_loss, self.test_tokens, self.test_windows = MeanMetric(), SumMetric(), SumMetric()
         self.val_tokens_per_byte = val_tokens_per_byte
         self.flops_per_batch = self.model.flops_per_token() * tokens_per_batch or None
         self.diverged = False  # a loss stopped being finite (on any rank)
@@ -117,14 +116,27 @@ class GPTLightningModule(L.LightningModule):
         logits, loss = self.model(inputs, targets)
         # token-weighted mean, so that batches with padding count by their real tokens
         self.val_loss.update(loss, weight=(targets != IGNORE_INDEX).sum())
-        self.val_ppl.update(logits.float(), targets)
         self.log("val/loss", self.val_loss, prog_bar=True)
-        self.log("val/ppl", self.val_ppl)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        """Scores a batch of the split `eval.py` evaluates: the token-weighted mean loss,
+        and how many windows and tokens it covered."""
+        inputs, targets = batch
+        _, loss = self.model(inputs, targets)
+        tokens = (targets != IGNORE_INDEX).sum()
+        self.test_loss.update(loss, weight=tokens)
+        self.test_tokens.update(tokens)
+        self.test_windows.update(torch.tensor(float(len(inputs))))
+        self.log("test/loss", self.test_loss, prog_bar=True)
+        self.log("test/tokens", self.test_tokens)
+        self.log("test/windows", self.test_windows)
 
     def on_validation_epoch_end(self) -> None:
         loss = float(self.val_loss.compute())  # the same on every rank (synced)
         if not self.trainer.sanity_checking:
             self._stop_if_diverged(not math.isfinite(loss))
+        # perplexity is exp(mean loss): no second softmax over the logits
+        self.log("val/ppl", math.exp(min(loss, 700.0)), sync_dist=True)
         if self.val_tokens_per_byte:
             self.log("val/bpb", bits_per_byte(loss, self.val_tokens_per_byte), sync_dist=True)
         # the x of these points: the optimizer steps done, as in metrics.json (Lightning

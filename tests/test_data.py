@@ -11,6 +11,7 @@ import torch
 import minigpt.data as data_module
 import minigpt.data.module as datamodule_module
 import minigpt.data.stream as data_stream
+from minigpt.corpus import clean_text, text_file_splits
 from minigpt.data import (
     FixedWindows,
     PaddedDocuments,
@@ -19,8 +20,9 @@ from minigpt.data import (
     TokenDataModule,
 )
 from minigpt.data.cache import TokenFile
+from minigpt.data.stream import file_pieces, plan_splits
 from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
-from minigpt.tokenizers import UNKNOWN_CHAR
+from minigpt.tokenizers import UNKNOWN_CHAR, CharTokenizer
 
 
 def test_random_windows_are_shifted_pairs():
@@ -229,16 +231,21 @@ def stream_module(tmp_path, *names, **kwargs):
 
 def test_streamed_files_match_the_in_memory_path_in_small_chunks(tmp_path, monkeypatch):
     """Text files are read a chunk at a time (here 7 bytes: every multi-byte character gets
-    cut somewhere by a chunk boundary) and give the tokens the in-memory path gives: the
-    same vocabulary, the same byte-based split, the same ids."""
+    cut somewhere by a chunk boundary) and give the tokens of the in-memory reference
+    (`text_file_splits`): the same vocabulary, the same byte-based split, the same ids."""
     (tmp_path / "a.txt").write_text("Père Noël: 日本語, déjà vu!\n" * 13)
     (tmp_path / "b.txt").write_text("ünïcödé ☃ snow\n" * 11)
     monkeypatch.setattr(data_stream, "CHUNK_BYTES", 7)
     streamed = stream_module(tmp_path, "a.txt", "b.txt", block_size=8)
-    in_memory = stream_module(tmp_path, "a.txt", "b.txt", block_size=8, clean=True)
-    assert streamed.tokenizer.chars == in_memory.tokenizer.chars
+    splits = text_file_splits([str(tmp_path / n) for n in ("a.txt", "b.txt")], 0.1)
+    train_chars = set("".join(d.text for d in splits["train"]))
+    tokenizer = CharTokenizer.for_splits(train_chars, set("".join(d.text for d in splits["val"])))
+    assert streamed.tokenizer.chars == tokenizer.chars
     for split in ("train", "val"):
-        assert np.array_equal(streamed.tokens[split], in_memory.tokens[split]), split
+        ids = [
+            i for d in splits[split] for i in tokenizer.encode(tokenizer.replace_unknown(d.text))
+        ]
+        assert streamed.tokens[split][:].tolist() == ids, split
     text = (tmp_path / "a.txt").read_text() + (tmp_path / "b.txt").read_text()
     decoded = "".join(
         streamed.tokenizer.decode(streamed.tokens[s][:].tolist()) for s in ("train", "val")
@@ -282,7 +289,7 @@ def test_streamed_file_errors_name_the_file(tmp_path):
     assert not list(tmp_path.glob(".text_files-*.tmp"))  # no half-written entry stays
 
 
-@pytest.mark.parametrize("clean", [False, True], ids=["streamed", "in memory"])
+@pytest.mark.parametrize("clean", [False, True], ids=["raw", "cleaned"])
 def test_held_out_characters_that_train_lacks_become_unknown(tmp_path, clean):
     """The vocabulary is the train split's: val's own characters become U+FFFD (added to
     the vocabulary only then); bits per byte still count the original bytes."""
@@ -347,3 +354,27 @@ def test_a_local_hf_dataset_is_a_corpus(tmp_path):
     )
     with pytest.raises(ValueError, match="text_column='text' is not a column.*id, body"):
         bad.setup()
+
+
+@pytest.mark.parametrize("piece_bytes", [16, 1 << 20])
+def test_cleaning_streams_a_piece_at_a_time_as_clean_text_does(tmp_path, monkeypatch, piece_bytes):
+    """data.clean=true on pieces of 16 bytes (cut only after a line break between two
+    characters that are not whitespace) gives `clean_text` of each file."""
+    body = "First line.  \r\nSecond\t\n\n\n\n\nThird line\rfourth.\nPlain one.\nPlain two.\n"
+    raw_a = "\n\n" + body * 30 + "\n\n"
+    raw_b = "  Indented start\r\n\r\n\r\nend   \n\n\n"
+    (tmp_path / "a.txt").write_text(raw_a, newline="")
+    (tmp_path / "b.txt").write_text(raw_b, newline="")
+    sizes = [(tmp_path / n).stat().st_size for n in ("a.txt", "b.txt")]
+    monkeypatch.setattr(data_stream, "CHUNK_BYTES", piece_bytes)
+    dm = stream_module(
+        tmp_path, "a.txt", "b.txt", block_size=8, clean=True, val_fraction=sizes[1] / sum(sizes)
+    )
+    parts = plan_splits([str(tmp_path / "a.txt")], 0.5, 1)
+    pieces = len(file_pieces(parts, bpe=False, clean=True)["train"])
+    assert pieces > 10 if piece_bytes == 16 else pieces == 1
+    assert dm.tokenizer.decode(dm.tokens["train"][:].tolist()) == clean_text(raw_a)
+    val = dm.tokenizer.decode(dm.tokens["val"][:].tolist())
+    train_chars = set(clean_text(raw_a))  # val's other characters become U+FFFD
+    assert val == "".join(c if c in train_chars else UNKNOWN_CHAR for c in clean_text(raw_b))
+    assert val.startswith("  \ufffdndented st")  # the file's start keeps its indent

@@ -1,8 +1,9 @@
 """The README's commands, run as written, in order, in a scratch directory: every line of
 its bash blocks, at tiny sizes, so that the README cannot drift from the code.
 
-`python train.py`, `python sample.py` and `python -m minigpt.sweep_report` run in this
-process (the same entry points the command line calls, without 8 s of start-up each);
+`python train.py`, `python sample.py`, `python eval.py` and `python -m minigpt.sweep_report`
+run in this process (the same entry points the command line calls, without 8 s of start-up
+each);
 other lines (`RUN=$(...)`, `printf`) run in bash. Sizes shrink by appending overrides
 (TINY); the README's own values of those keys give way, except sweeps over them. Skipped:
 `make test`/`make train`/`make tensorboard` (this suite, the full 1200-step run, a
@@ -13,6 +14,7 @@ the slow test.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -35,6 +37,8 @@ import train as train_script
 from minigpt import sweep_report
 from minigpt.corpus import shakespeare_works
 from minigpt.preflight import DEFAULT_THREADS
+
+eval_script = importlib.import_module("eval")  # the top-level eval.py
 
 README = ROOT / "README.md"
 TINY = {
@@ -144,6 +148,8 @@ class Readme:
         if words[:2] == ["python", "train.py"]:
             self.wait_for_a_free_second()
             return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
+        if words[:2] == ["python", "eval.py"]:
+            return call(eval_script.main, ["eval.py", *words[2:]])
         if words[:2] == ["python", "sample.py"]:
             args = [a for a in words[2:] if not a.startswith("max_new_tokens=")]
             return call(sample_script.main, ["sample.py", *args, "max_new_tokens=8"])

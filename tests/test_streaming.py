@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import minigpt.data.rows as data_rows
 import minigpt.data.stream as data_stream
-from minigpt.corpus import Document
+from minigpt.corpus import Document, text_file_splits
 from minigpt.data import TokenDataModule
 from minigpt.data.encode import DocumentsPiece, sample_pieces, write_cache
 from minigpt.data.stream import Part, file_pieces
@@ -71,20 +71,23 @@ def module(tmp_path, names, **kwargs):
 
 def test_streamed_bpe_files_match_the_in_memory_path_on_two_processes(tmp_path, monkeypatch):
     """BPE over text files cut into 64-byte pieces, trained and encoded by two worker
-    processes, gives the tokenizer and the tokens of the in-memory path (clean=true, on
-    text that is already clean), end-of-text after each file's part of a split included."""
+    processes, gives the tokenizer trained on the whole train text and its tokens for each
+    document (a file's part of a split: `text_file_splits`), end-of-text after each."""
     (tmp_path / "a.txt").write_text(TRICKY * 9)
     (tmp_path / "b.txt").write_text("Another book: ünïcödé ☃, snow.\n" * 7)
     monkeypatch.setattr(data_stream, "BPE_CHUNK_BYTES", 64)
     config = {"kind": "bpe", "vocab_size": 320}
     streamed = module(tmp_path, ["a.txt", "b.txt"], tokenizer=config, num_proc=2)
-    in_memory = module(tmp_path, ["a.txt", "b.txt"], tokenizer=config, clean=True, num_proc=1)
-    assert streamed.cache_path != in_memory.cache_path
-    assert streamed.tokenizer.merges == in_memory.tokenizer.merges
-    for split in ("train", "val"):
-        assert np.array_equal(streamed.tokens[split], in_memory.tokens[split]), split
-        assert np.array_equal(streamed.doc_starts[split], in_memory.doc_starts[split]), split
+    splits = text_file_splits([str(tmp_path / n) for n in ("a.txt", "b.txt")], 0.1)
+    counts = Counter(c for d in splits["train"] for c in regex.findall(GPT2_PATTERN, d.text))
+    reference = BPETokenizer.train_on_counts(counts, 320)
+    assert streamed.tokenizer.merges == reference.merges
     eot = streamed.tokenizer.eot_id
+    for split in ("train", "val"):
+        ids = [i for d in splits[split] for i in reference.encode(d.text) + [eot]]
+        assert streamed.tokens[split][:].tolist() == ids, split
+        starts = np.cumsum([0] + [len(reference.encode(d.text)) + 1 for d in splits[split]])
+        assert streamed.doc_starts[split].tolist() == starts[:-1].tolist(), split
     # a file's part of a split is a document: a.txt and b.txt's first part in train
     assert streamed.tokens["train"][:].tolist().count(eot) == 2
     assert streamed.tokens["val"][:].tolist().count(eot) == 1

@@ -134,20 +134,22 @@ def piece_characters(piece) -> tuple[np.ndarray, int]:
     return (np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)), nbytes
 
 
-def char_vocabulary(pieces: dict[str, list], workers: int) -> CharTokenizer:
-    """The train split's characters, and UNKNOWN_CHAR if val or test hold others
-    (`CharTokenizer.for_splits`): one parallel pass over the pieces."""
+def characters(pieces: dict[str, list], workers: int) -> dict[str, set[str]]:
+    """The characters of each split: one parallel pass over the pieces."""
     seen = {split: np.zeros(0x110000, dtype=bool) for split in SPLITS}  # 1.1 MB each
     with progress(total_bytes(pieces), "reading characters") as bar:
         for split in SPLITS:
             for points, nbytes in map_pieces(piece_characters, pieces[split], workers):
                 seen[split][points] = True
                 bar.update(nbytes)
+    return {split: {chr(c) for c in np.flatnonzero(seen[split]).tolist()} for split in SPLITS}
 
-    def chars(split: str) -> set[str]:
-        return {chr(c) for c in np.flatnonzero(seen[split]).tolist()}
 
-    return CharTokenizer.for_splits(chars("train"), chars("val") | chars("test"))
+def char_vocabulary(pieces: dict[str, list], workers: int) -> CharTokenizer:
+    """The train split's characters, and UNKNOWN_CHAR if val or test hold others
+    (`CharTokenizer.for_splits`)."""
+    seen = characters(pieces, workers)
+    return CharTokenizer.for_splits(seen["train"], seen["val"] | seen["test"])
 
 
 class CharEncoder:

@@ -33,7 +33,6 @@ from minigpt.corpus import (
     Document,
     leak_report,
     shakespeare_splits,
-    text_file_splits,
     verbatim_overlap,
 )
 from minigpt.data.cache import (
@@ -45,6 +44,7 @@ from minigpt.data.cache import (
 )
 from minigpt.data.encode import (
     char_vocabulary,
+    characters,
     default_workers,
     documents_pieces,
     train_bpe,
@@ -53,7 +53,13 @@ from minigpt.data.encode import (
 from minigpt.data.rows import row_pieces
 from minigpt.data.stream import file_pieces, files_fingerprint, plan_splits
 from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
-from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer
+from minigpt.tokenizers import (
+    GPT2_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    load_tokenizer,
+    tokenizer_from_dict,
+)
 
 PIECE_BYTES = 2 << 20  # documents in memory are encoded in groups of about this size
 
@@ -114,6 +120,8 @@ class TokenDataModule(L.LightningDataModule):
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
         num_proc: int | None = None,
+        eval_split: str = "test",
+        eval_windows: int | None = None,
         eval_seed: int = 0,
         seed: int = 0,
     ):
@@ -137,25 +145,16 @@ class TokenDataModule(L.LightningDataModule):
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
         self.seed, self.num_proc = seed, num_proc
+        self.eval_split, self.eval_windows = eval_split, eval_windows
         self.cache_path: Path | None = None
         self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.tokens: dict[str, TokenFile] = {}
         self.doc_starts: dict[str, np.ndarray] = {}
 
-    def load_splits(self) -> dict[str, list[Document]]:
-        """The documents of a corpus prepared in memory: the embedded one, or cleaned files."""
-        if self.corpus == "shakespeare":
-            return shakespeare_splits(
-                self.val_works, self.test_works, self.include_folio, self.dropped_works
-            )
-        return text_file_splits(
-            self.paths, self.val_fraction, self.clean, min_chars=self.block_size + 1
-        )
-
     def source(self) -> Source:
         """The corpus as pieces for `minigpt.data.encode`. Text files stream from disk
         (`stream`), HF datasets from their Arrow cache (`rows`); the embedded corpus (5 MB)
-        and cleaned files are read into memory first."""
+        is read into memory first."""
         bpe = self.tokenizer_config["kind"] == "bpe"
         if self.corpus == "hf_dataset":
             pieces, key = row_pieces(
@@ -166,13 +165,18 @@ class TokenDataModule(L.LightningDataModule):
                 cache_dir=str(self.cache_root / "hf"),
             )
             return Source(pieces, None, key, key)
-        if self.corpus == "text_files" and not self.clean:
+        if self.corpus == "text_files":
             parts = plan_splits(self.paths, self.val_fraction, min_bytes=self.block_size + 1)
             titles = {split: [str(part.path) for part in parts[split]] for split in SPLITS}
             train = {"train": parts["train"], "val": [], "test": []}
-            keys = files_fingerprint(parts, {}), files_fingerprint(train, {})
-            return Source(file_pieces(parts, bpe), titles, *keys)
-        splits = self.load_splits()
+            keys = (
+                files_fingerprint(parts, {"clean": self.clean}),
+                files_fingerprint(train, {"clean": self.clean}),
+            )
+            return Source(file_pieces(parts, bpe, self.clean), titles, *keys)
+        splits = shakespeare_splits(
+            self.val_works, self.test_works, self.include_folio, self.dropped_works
+        )
         pieces = {split: documents_pieces(splits[split], PIECE_BYTES) for split in SPLITS}
         titles = {split: [d.title for d in splits[split]] for split in SPLITS}
         train = {"train": splits["train"], "val": [], "test": []}
@@ -227,6 +231,8 @@ class TokenDataModule(L.LightningDataModule):
         (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers` with `hf`), cached on
         disk by a key of that split and the settings."""
         config = self.tokenizer_config
+        if "chars" in config or "merges" in config:  # a given vocabulary (eval.py)
+            return self.given_tokenizer(source)
         if config["kind"] == "char":
             return char_vocabulary(source.pieces, self.workers)
         impl = config.get("impl", "minigpt")
@@ -245,6 +251,22 @@ class TokenDataModule(L.LightningDataModule):
         staging = path.with_suffix(f".{os.getpid()}.tmp")
         tokenizer.save(staging)
         os.replace(staging, path)
+        return tokenizer
+
+    def given_tokenizer(self, source: Source) -> CharTokenizer | BPETokenizer:
+        """The tokenizer the config spells out (a trained model's), after checking that a
+        character vocabulary holds every character of the text."""
+        tokenizer = tokenizer_from_dict(self.tokenizer_config)
+        if isinstance(tokenizer, CharTokenizer):
+            seen = characters(source.pieces, self.workers)
+            unknown = sorted(set().union(*seen.values()) - set(tokenizer.chars))
+            if unknown:
+                shown = ", ".join(repr(c) for c in unknown[:10])
+                raise ValueError(
+                    f"the text holds {len(unknown)} character(s) the model's vocabulary "
+                    f"lacks: {shown}{' ...' if len(unknown) > 10 else ''}; a character-level "
+                    "model scores only text made of the characters it was trained on"
+                )
         return tokenizer
 
     def tokens_per_byte(self, split: str) -> float:
@@ -332,7 +354,12 @@ class TokenDataModule(L.LightningDataModule):
         return self._loader(self.evaluation_share(self.dataset("val"), limit), self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        if "test" not in self.tokens:
-            raise ValueError(f"data.corpus={self.corpus!r} has no test split")
+        """The windows of `eval_split` (default test) that `eval.py` scores: every one, or
+        the first `eval_windows` of their fixed order."""
+        if self.eval_split not in self.tokens:
+            raise ValueError(f"data.corpus={self.corpus!r} has no {self.eval_split} split")
+        dataset = self.dataset(self.eval_split)
+        if self.eval_windows is not None:
+            dataset = Subset(dataset, range(min(self.eval_windows, len(dataset))))
         limit = self.trainer.limit_test_batches if self.trainer else None
-        return self._loader(self.evaluation_share(self.dataset("test"), limit), self.batch_size)
+        return self._loader(self.evaluation_share(dataset, limit), self.batch_size)

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import regex
 
-from minigpt.corpus import SPLITS, expand_paths
+from minigpt.corpus import SPLITS, clean_lines, expand_paths
 
 CHUNK_BYTES = 16 << 20  # a piece of text for character tokens
 BPE_CHUNK_BYTES = 2 << 20  # for BPE: its chunk lists take ~60 bytes per token in the worker
 BOUNDARY_SEARCH = 1 << 20
 CHUNK_START = regex.compile(rb"[!-~](?= [A-Za-z])")  # a BPE cut falls after the match
+# with cleaning, a cut falls after a line break between two characters that are not
+# whitespace: cleaning changes nothing across it, and it is also a GPT-2 chunk boundary
+LINE_START = regex.compile(rb"[^\r\n \t]\n(?=[^\s])")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class FilePiece:
     end: int
     first: bool
     last: bool
+    clean: bool = False
+    file_end: bool = False  # the piece ends its file (cleaning ends the text there)
 
     @property
     def nbytes(self) -> int:
@@ -124,46 +129,54 @@ class FilePiece:
         with open(self.path, "rb") as f:
             f.seek(self.start)
             data = f.read(self.end - self.start)
-        if data.isascii():
-            return [(data, self.first, self.last)]
         try:
-            return [(data.decode("utf-8"), self.first, self.last)]
+            text = data if data.isascii() and not self.clean else data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(
                 f"data file {self.path} is not UTF-8 (byte {self.start + err.start}: "
                 f"{err.reason}); convert it, e.g. with iconv -t UTF-8"
             ) from None
+        if self.clean:  # `clean_text` of the file, a piece at a time
+            text = clean_lines(text)
+            text = text.lstrip("\n") if self.start == 0 else text
+            text = text.rstrip("\n") + "\n" if self.file_end else text
+        return [(text, self.first, self.last)]
 
 
-def chunk_boundary(path: Path, offset: int, end: int) -> int:
+def chunk_boundary(path: Path, offset: int, end: int, pattern=CHUNK_START) -> int:
     """The first place in [offset, end] where GPT-2's pre-tokenization starts a chunk
-    whatever precedes it (see the module's docstring); end when there is none before it;
-    a character boundary when there is none in BOUNDARY_SEARCH bytes."""
+    whatever precedes it (see the module's docstring; or, with pattern=LINE_START, a line
+    that cleaning leaves as it is); end when there is none before it; a character boundary
+    when there is none in BOUNDARY_SEARCH bytes."""
     origin = max(0, offset - 1)
     with open(path, "rb") as f:
         f.seek(origin)
         window = f.read(min(BOUNDARY_SEARCH, end - origin))
-    if match := CHUNK_START.search(window):
+    if match := pattern.search(window):
         return origin + match.end()
     return end if origin + len(window) >= end else character_boundary(path, offset)
 
 
-def file_pieces(parts: dict[str, list[Part]], bpe: bool) -> dict[str, list[FilePiece]]:
+def file_pieces(
+    parts: dict[str, list[Part]], bpe: bool, clean: bool = False
+) -> dict[str, list[FilePiece]]:
     """Each split's parts cut into pieces (of CHUNK_BYTES, or BPE_CHUNK_BYTES at chunk
-    boundaries)."""
+    boundaries; with clean, at lines that cleaning leaves as they are)."""
     size = BPE_CHUNK_BYTES if bpe else CHUNK_BYTES
     pieces: dict[str, list[FilePiece]] = {split: [] for split in SPLITS}
     for split in SPLITS:
         for part in parts[split]:
+            size_of_file = part.path.stat().st_size if clean else None
             start = part.start
             while start < part.end:
                 end = part.end
-                if start + size < part.end and bpe:
-                    end = min(part.end, chunk_boundary(part.path, start + size, part.end))
+                if start + size < part.end and (bpe or clean):
+                    pattern = LINE_START if clean else CHUNK_START
+                    end = min(part.end, chunk_boundary(part.path, start + size, part.end, pattern))
                 elif start + size < part.end:
                     end = min(part.end, character_boundary(part.path, start + size))
-                pieces[split].append(
-                    FilePiece(part.path, start, end, start == part.start, end == part.end)
-                )
+                first, last = start == part.start, end == part.end
+                file_end = end == size_of_file
+                pieces[split].append(FilePiece(part.path, start, end, first, last, clean, file_end))
                 start = end
     return pieces
