@@ -28,6 +28,7 @@ from minigpt.callbacks import LoggingStepProgressBar, StopAtValLoss
 from minigpt.checkpoint import check_resume_config, load_checkpoint, read_checkpoint
 from minigpt.checkpoint_callbacks import AtomicCheckpointIO
 from minigpt.cli import JobFailed, exit_on_user_error, in_multirun
+from minigpt.convert import load_pretrained
 from minigpt.interruption import GracefulStop, RunInterrupted
 from minigpt.lightning_module import GPTLightningModule
 from minigpt.precision import auto_precision
@@ -73,13 +74,26 @@ def build(
 ) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
     """Data module, LightningModule and Trainer from a composed config (the data module
     from cfg.data unless one is given: it needs vocab_size, tokenizer, tokens_per_byte)."""
+    pretrained, model_config = None, plain(cfg.model)
+    if cfg.get("init_from"):  # fine-tuning: the directory's architecture and vocabulary
+        pretrained, tokenizer_dict = load_pretrained(cfg.init_from)
+        if cfg.model.block_size > pretrained.config.block_size:
+            raise ValueError(
+                f"model.block_size={cfg.model.block_size} exceeds the context of "
+                f"init_from={cfg.init_from} ({pretrained.config.block_size}): set "
+                f"model.block_size={pretrained.config.block_size} or less"
+            )
+        kept = ("dropout", "attention", "activation_checkpointing")  # how it trains, not what
+        model_config = pretrained.config.to_dict() | {k: model_config[k] for k in kept}
+        if datamodule is None:
+            datamodule = instantiate(cfg.data, tokenizer=tokenizer_dict, _convert_="all")
     if datamodule is None:
         datamodule = instantiate(cfg.data)
     datamodule.setup()
     tokenizer = datamodule.tokenizer
     batch_tokens = cfg.data.batch_size * cfg.model.block_size
     module = GPTLightningModule(
-        model=plain(cfg.model) | {"vocab_size": datamodule.vocab_size},
+        model=model_config | {"vocab_size": datamodule.vocab_size},
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
         tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
@@ -89,6 +103,8 @@ def build(
         val_tokens_per_byte=datamodule.tokens_per_byte("val"),
         tokens_per_batch=batch_tokens,
     )
+    if pretrained is not None:
+        module.model.load_state_dict(pretrained.state_dict())
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minigpt.checkpoint import load_checkpoint  # noqa: E402
+from minigpt.convert import from_nanogpt  # noqa: E402
 from minigpt.data import FixedWindows  # noqa: E402
 from minigpt.model import GPT, GPTConfig  # noqa: E402
 
@@ -71,19 +72,7 @@ def nanogpt_model(checkpoint_path: Path) -> tuple[GPT, int]:
         norm="layernorm",
         tie_weights=True,
     )
-    renames = {
-        "transformer.wpe.": "positions.wpe.",
-        "transformer.h.": "blocks.",
-        "transformer.": "",
-    }
-    state = {}
-    for key, value in checkpoint["model"].items():
-        key = key.removeprefix("_orig_mod.")
-        for old, new in renames.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        state[key] = value
+    state = from_nanogpt(checkpoint["model"])
     model = GPT(config)
     model.load_state_dict(state)
     return model.eval(), checkpoint["iter_num"]

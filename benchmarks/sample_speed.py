@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from minigpt.convert import to_nanogpt  # noqa: E402
 from minigpt.model import GPT, GPTConfig  # noqa: E402
 from minigpt.sampling import generate  # noqa: E402
 from minigpt.tokenizers import CharTokenizer  # noqa: E402
@@ -46,20 +47,6 @@ def minigpt_model() -> GPT:
     return GPT(config).eval()
 
 
-def nanogpt_state(model: GPT) -> dict:
-    """minigpt's parameter names -> nanoGPT's (the architectures are the same)."""
-    renames = {"positions.wpe.": "transformer.wpe.", "blocks.": "transformer.h."}
-    renames |= {"wte.": "transformer.wte.", "ln_f.": "transformer.ln_f."}
-    state = {}
-    for key, value in model.state_dict().items():
-        for old, new in renames.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        state[key] = value
-    return state
-
-
 def time_generation(fn, tokens: int) -> float:
     start = time.perf_counter()
     fn()
@@ -71,7 +58,9 @@ def in_process(nanogpt: Path, model: GPT, tokens: int) -> dict:
     import model as nanogpt_model  # nanoGPT's model.py
 
     theirs = nanogpt_model.GPT(nanogpt_model.GPTConfig(**SHAPE, dropout=0.0)).eval()
-    theirs.load_state_dict(nanogpt_state(model), strict=False)  # its attn.bias mask is a buffer
+    theirs.load_state_dict(
+        to_nanogpt(model.state_dict()), strict=False
+    )  # its attn.bias mask is a buffer
     prompt = torch.zeros((1, 1), dtype=torch.long)
     kw = dict(temperature=0.8, top_k=200)
     with torch.no_grad():
@@ -96,7 +85,7 @@ def whole_process(nanogpt: Path, model: GPT, tokens: int, work: Path) -> dict:
     (work / "out").mkdir()
     torch.save(
         {
-            "model": nanogpt_state(model),
+            "model": to_nanogpt(model.state_dict()),
             "model_args": SHAPE | {"dropout": 0.0},
             "config": {"dataset": "bench"},
         },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -345,6 +346,15 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> GPT:
+        """The model of a local Hugging Face transformers directory (GPT-2, GPT-NeoX or
+        Llama whose settings this model computes), in eval mode. The conversion and its
+        `transformers` import live in minigpt.convert."""
+        from minigpt.convert import load_hf
+
+        return load_hf(directory)
 
     def num_parameters(self) -> int:
         """Parameters counted once (the tied head is the embedding)."""

@@ -1,7 +1,7 @@
 """The README's commands, run as written, in order, in a scratch directory: every line of
 its bash blocks, at tiny sizes, so that the README cannot drift from the code.
 
-`python train.py`, `python sample.py`, `python eval.py` and `python -m minigpt.sweep_report`
+`python train.py`, `sample.py`, `eval.py`, `export.py` and `python -m minigpt.sweep_report`
 run in this process (the same entry points the command line calls, without 8 s of start-up
 each);
 other lines (`RUN=$(...)`, `printf`) run in bash. Sizes shrink by appending overrides
@@ -39,6 +39,7 @@ from minigpt.corpus import shakespeare_works
 from minigpt.preflight import DEFAULT_THREADS
 
 eval_script = importlib.import_module("eval")  # the top-level eval.py
+export_script = importlib.import_module("export")
 
 README = ROOT / "README.md"
 TINY = {
@@ -150,6 +151,12 @@ class Readme:
             return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
         if words[:2] == ["python", "eval.py"]:
             return call(eval_script.main, ["eval.py", *words[2:]])
+        if words[:2] == ["python", "export.py"]:
+            return call(export_script.main, ["export.py", *words[2:]])
+        if words[:2] == ["python", "-c"]:
+            return subprocess.run(
+                [sys.executable, *words[1:]], cwd=self.cwd, timeout=120
+            ).returncode
         if words[:2] == ["python", "sample.py"]:
             args = [a for a in words[2:] if not a.startswith("max_new_tokens=")]
             return call(sample_script.main, ["sample.py", *args, "max_new_tokens=8"])
