@@ -106,7 +106,7 @@ def build(
     if pretrained is not None:
         module.model.load_state_dict(pretrained.state_dict())
     loggers = [instantiate(c) for c in cfg.logger.values()]
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.stop_at_val_loss is not None:

@@ -17,6 +17,8 @@ them, so the sum is the run's memory),
 the preparation's rate (the line `token cache: ... MB/s` that a run prints), and the
 character run 2's seconds from launch to its first training step (the progress bar's
 first step).
+`--bpe-ratio-repeats N` also times BPE encoding alone (no training steps), one process and
+every core alternating, N times each, and prints the medians' ratio.
 `python benchmarks/data_scale.py [--sizes-mib 256 1024] [--tokenizers char bpe] [--work DIR]`;
 needs about 4 GiB of disk per GiB of corpus. Run it with nothing else running.
 """
@@ -28,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -190,10 +193,58 @@ def bpe_runs(work: Path) -> dict:
     return figures
 
 
+PREPARE = (
+    "import json, sys, time\n"
+    "from minigpt.data import TokenDataModule\n"
+    "corpus, cache, processes = sys.argv[1:]\n"
+    "dm = TokenDataModule(corpus='text_files', paths=[corpus + '/*.txt'], cache_dir=cache,\n"
+    "    tokenizer={'kind': 'bpe', 'vocab_size': 8192}, num_proc=int(processes))\n"
+    "start = time.perf_counter()\n"
+    "dm.prepare_data()\n"
+    "print(json.dumps({'seconds': time.perf_counter() - start}))\n"
+)
+
+
+def bpe_ratio(work: Path, repeats: int) -> dict:
+    """BPE encoding alone (the tokenizer trained once, then the token cache built again and
+    again), 1 process and CORES processes alternating, `repeats` times each: medians."""
+    corpus, cache = work / "corpus", work / "cache"
+    size = sum(f.stat().st_size for f in corpus.glob("*.txt")) / 1e6
+
+    def prepare(processes: int) -> float:
+        for entry in cache.glob("text_files-*"):
+            shutil.rmtree(entry)  # the tokenizer (bpe-*.json) stays
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-c", PREPARE, str(corpus), str(cache), str(processes)],
+            capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+    prepare(CORES)  # trains the tokenizer
+    rates: dict[int, list[float]] = {1: [], CORES: []}
+    for _ in range(repeats):
+        for processes in (1, CORES):
+            rates[processes].append(size / prepare(processes))
+    single, parallel = statistics.median(rates[1]), statistics.median(rates[CORES])
+    return {
+        "rates_1_process_mb_per_s": [round(r, 2) for r in rates[1]],
+        f"rates_{CORES}_processes_mb_per_s": [round(r, 2) for r in rates[CORES]],
+        "median_ratio": round(parallel / single, 3),
+        "ratios_by_pair": [round(b / a, 3) for a, b in zip(rates[1], rates[CORES], strict=True)],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--tokenizers", nargs="+", default=["char", "bpe"])
+    parser.add_argument(
+        "--bpe-ratio-repeats",
+        type=int,
+        default=0,
+        help="also time BPE encoding alone, 1 and all processes alternating, this many times",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/minigpt-data-scale"))
     args = parser.parse_args()
     results = {}
@@ -206,6 +257,8 @@ def main() -> None:
             figures["char"] = char_runs(work)
         if "bpe" in args.tokenizers:
             figures["bpe"] = bpe_runs(work)
+        if args.bpe_ratio_repeats:
+            figures["bpe_encoding"] = bpe_ratio(work, args.bpe_ratio_repeats)
         results[size] = figures
         print(json.dumps({f"{size} MiB": figures}), flush=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_only
 
 from minigpt.cli import is_number
+from minigpt.inspection import attention_maps, plot_attention, token_label
 from minigpt.sampling import sample_texts, unencodable
 from minigpt.tokenizers import tokenizer_from_dict
 
@@ -283,3 +284,36 @@ class TextSamples(L.Callback):
         # TensorBoard renders Markdown: a code block keeps line breaks and spacing
         for writer in writers:
             writer.add_text("samples", f"```\n{text}\n```", global_step=trainer.global_step)
+
+
+class AttentionMaps(L.Callback):
+    """After every validation, draws the attention weights of every layer and head over a
+    fixed prompt (`minigpt.inspection`) into TensorBoard's IMAGES tab (`attention`).
+    Off: `callbacks.attention_maps=null`."""
+
+    def __init__(self, prompt: str = "ROMEO:\nWhat light?\n", max_tokens: int = 32):
+        self.prompt, self.max_tokens = prompt, max_tokens
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writers = [
+            logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
+        ]
+        if trainer.sanity_checking or not writers or not trainer.is_global_zero:
+            return
+        tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
+        if problem := unencodable(tokenizer, self.prompt):
+            log.warning(f"no attention maps: prompt {self.prompt!r}: {problem}")
+            return
+        ids = tokenizer.encode(self.prompt)[: self.max_tokens]
+        if len(ids) < 2:
+            return
+        labels = [token_label(tokenizer.decode([i])) for i in ids]
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        try:
+            maps = attention_maps(pl_module.model, ids)
+        finally:
+            pl_module.model.train(was_training)
+        figure = plot_attention(maps, labels, title=f"step {trainer.global_step}")
+        for writer in writers:
+            writer.add_figure("attention", figure, global_step=trainer.global_step)

@@ -142,6 +142,10 @@ class CausalSelfAttention(nn.Module):
         # the module as it was (torch.compile's guards would otherwise see a change)
         self.kv_cache: KVCache | None
         self.register_module("kv_cache", None)
+        # keep_weights: the next forward computes the softmax written out and keeps it in
+        # `weights` (B, nh, T, S), for looking at (minigpt.inspection); off, it costs nothing
+        self.keep_weights = False
+        self.weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x (B, T, C) holds positions start..start+T-1; start > 0 needs the KV cache."""
@@ -155,12 +159,14 @@ class CausalSelfAttention(nn.Module):
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(start, k, v)  # (B, nh, S, hs), S = start + T
         mask = self.causal_mask[start : start + T, : k.size(2)]  # (T, S)
-        if self.explicit:
+        if self.explicit or self.keep_weights:
             # softmax(Q K^T / sqrt(hs) + mask) V, written out
             scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, S)
             scores = scores.masked_fill(~mask, float("-inf"))
-            weights = self.attn_dropout(F.softmax(scores, dim=-1))  # (B, nh, T, S)
-            y = weights @ v  # (B, nh, T, hs)
+            weights = F.softmax(scores, dim=-1)  # (B, nh, T, S)
+            if self.keep_weights:
+                self.weights = weights.detach()
+            y = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
         else:
             dropout = self.dropout if self.training else 0.0
             if start == 0:  # square causal mask: the fused kernel's own
@@ -356,9 +362,15 @@ class GPT(nn.Module):
 
         return load_hf(directory)
 
-    def num_parameters(self) -> int:
-        """Parameters counted once (the tied head is the embedding)."""
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, embeddings: bool = True) -> int:
+        """Parameters counted once (the tied head is the embedding); without embeddings,
+        those of the token and position tables left out (Kaplan et al.'s N), an untied
+        head counted."""
+        total = sum(p.numel() for p in self.parameters())
+        if embeddings:
+            return total
+        tables = [self.wte.weight] + list(getattr(self.positions, "wpe", nn.Module()).parameters())
+        return total - sum(t.numel() for t in tables)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward and backward) at full context: 6 N for the

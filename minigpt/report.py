@@ -191,6 +191,11 @@ class RunReport(L.Callback):
             "wall_time_s": round(self.seconds_so_far, 2),
             "median_step_ms": timer.median_ms if timer else None,
             "parameters": pl_module.model.num_parameters(),
+            "non_embedding_parameters": pl_module.model.num_parameters(embeddings=False),
+            # training compute: (6 N + the attention term) per token, times the tokens seen
+            "training_flops": pl_module.model.flops_per_token()
+            * trainer.global_step
+            * self.tokens_per_step,
             "stop_at_val_loss": target,
             # the first validation below stop_at_val_loss
             "target_step": next((s for s, v in curve if target is not None and v < target), None),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from minigpt.scaling import scaling_report
+
 COLUMNS = [
     "job",
     "status",
@@ -130,14 +132,23 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (outputs/<date>/<time>)")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also fit L(N) = a N^-alpha + c to final val/bpb (minigpt.scaling): scaling.png/.md",
+    )
     args = parser.parse_args(argv)
     try:
         rows = write_report(args.sweep_dir)
+        law = scaling_report(args.sweep_dir) if args.scaling else None
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((args.sweep_dir / "report.md").read_text())
     print(f"{len(rows)} jobs; wrote report.md, report.csv, val_curves.png in {args.sweep_dir}")
+    if law is not None:
+        print((args.sweep_dir / "scaling.md").read_text())
+        print(f"alpha = {law.alpha:.4f}, rms residual {law.rms:.4f} bpb (scaling.png, scaling.md)")
     return 0
 
 

@@ -1,15 +1,15 @@
 """The README's commands, run as written, in order, in a scratch directory: every line of
 its bash blocks, at tiny sizes, so that the README cannot drift from the code.
 
-`python train.py`, `sample.py`, `eval.py`, `export.py` and `python -m minigpt.sweep_report`
-run in this process (the same entry points the command line calls, without 8 s of start-up
-each);
-other lines (`RUN=$(...)`, `printf`) run in bash. Sizes shrink by appending overrides
-(TINY); the README's own values of those keys give way, except sweeps over them. Skipped:
-`make test`/`make train`/`make tensorboard` (this suite, the full 1200-step run, a
-server), `source` (this interpreter is the environment's) and `curl` (no network in tests:
-tinyshakespeare.txt is written locally). The NumPy proofs (40 s) and the SLURM sweep run in
-the slow test.
+`python train.py`, `sample.py`, `eval.py`, `export.py`, `explain.py` and
+`python -m minigpt.sweep_report` run in this process (the same entry points the command line
+calls, without 8 s of start-up each); other lines (`RUN=$(...)`, `printf`) run in bash.
+Sizes shrink by appending overrides (TINY); the README's own values of those keys give way,
+except sweeps over them. Skipped: `make test`/`make train`/`make tensorboard` (this suite,
+the full 1200-step run, a server), `source` (this interpreter is the environment's) and
+`curl` (no network in tests: tinyshakespeare.txt is written locally). The NumPy proofs
+(40 s), the SLURM sweep and the scaling study (its 8 sizes, 4 steps each) run in the slow
+test.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from minigpt.preflight import DEFAULT_THREADS
 
 eval_script = importlib.import_module("eval")  # the top-level eval.py
 export_script = importlib.import_module("export")
+explain_script = importlib.import_module("explain")
 
 README = ROOT / "README.md"
 TINY = {
@@ -57,7 +58,7 @@ TINY = {
     "trainer.devices": "2",  # the SLURM sweep's 8 DDP tasks
     "compile": "false",  # 6 s of compiling on a CPU (tests/test_step_path.py compiles)
 }
-SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm")
+SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling")
 SKIPPED = ("make test", "make tensorboard", "source ", "curl ")
 
 
@@ -92,6 +93,8 @@ def tiny_args(args: list[str], cache_dir: Path) -> list[str]:
         out.append("trainer.max_steps=4")
     if "--cfg" in args:
         return out
+    if "experiment=scaling" in args:  # the study is its sizes: only the steps shrink
+        return out + [f"paths.cache_dir={cache_dir}"]
     extra = {
         k: v for k, v in TINY.items() if not ("," in given.get(k, "") or k == "trainer.devices")
     }
@@ -151,6 +154,8 @@ class Readme:
             return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
         if words[:2] == ["python", "eval.py"]:
             return call(eval_script.main, ["eval.py", *words[2:]])
+        if words[:2] == ["python", "explain.py"]:
+            return call(explain_script.main, ["explain.py", *words[2:]])
         if words[:2] == ["python", "export.py"]:
             return call(export_script.main, ["export.py", *words[2:]])
         if words[:2] == ["python", "-c"]:
@@ -231,6 +236,6 @@ def test_readme_slow_commands_run_as_written(readme, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_RECORD", str(readme.cwd / "sbatch.sh"))
     monkeypatch.setenv("FAKE_SLURM_DIR", str(readme.cwd / "slurm"))
     lines = [c for c in readme_commands() if any(s in c for s in SLOW)]
-    assert len(lines) == 2
+    assert len(lines) == 5
     for line in lines:
         assert readme.run(line) == 0, line
