@@ -13,11 +13,8 @@ beside the checkpoint.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -25,16 +22,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.checkpoint import describe_checkpoint, latest_checkpoint, read_checkpoint
-from minigpt.cli import exit_on_user_error
+from minigpt.checkpoint import open_checkpoint
+from minigpt.cli import exit_on_user_error, quiet_lightning
 from minigpt.corpus import SPLITS
 from minigpt.lightning_module import GPTLightningModule, bits_per_byte
 
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-# Lightning 2.6 under torch 2.13 (its own code, nothing to act on)
-warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-# Lightning's notes on the hardware it found and the settings it chose: not the user's business
-logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+quiet_lightning()
 
 
 def data_config(checkpoint: dict, path: Path, override: DictConfig | None) -> dict:
@@ -55,9 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit <= 0):
         raise ValueError(f"limit={cfg.limit} must be a positive number of windows, or null")
-    path = Path(cfg.ckpt_path) if cfg.ckpt_path else latest_checkpoint(cfg.runs_dir)
-    checkpoint = read_checkpoint(path)
-    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     hparams = checkpoint["hyper_parameters"]  # read_checkpoint checked it is minigpt's
     override = cfg.get("data")
     data = data_config(checkpoint, path, override)

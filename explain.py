@@ -17,12 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from minigpt.checkpoint import (
-    describe_checkpoint,
-    latest_checkpoint,
-    model_from_checkpoint,
-    read_checkpoint,
-)
+from minigpt.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.inspection import (
     attention_maps,
@@ -33,29 +28,21 @@ from minigpt.inspection import (
     token_surprise,
 )
 from minigpt.sampling import unencodable
-from sample import read_prompt
+from sample import encode_prompt, read_prompt
 
 
 def explain(cfg: DictConfig) -> dict[str, Path]:
-    path = Path(cfg.ckpt_path) if cfg.ckpt_path else latest_checkpoint(cfg.runs_dir)
-    checkpoint = read_checkpoint(path)
-    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     model, tokenizer = model_from_checkpoint(checkpoint, path)
     prompt = read_prompt(cfg)
     if problem := unencodable(tokenizer, prompt):
         raise ValueError(f"prompt: {problem}")
-    ids = tokenizer.encode(prompt)
+    # sample.py's rule: a prompt longer than the context is cut to its end, with a warning
+    ids = encode_prompt(prompt, tokenizer, model.config.block_size)[-model.config.block_size :]
     if len(ids) < 2:
         raise ValueError(f"prompt={prompt!r} has {len(ids)} token(s): give at least 2")
     if cfg.attention_tokens < 2:
         raise ValueError(f"attention_tokens={cfg.attention_tokens} must be at least 2")
-    if len(ids) > model.config.block_size:
-        print(
-            f"warning: the prompt has {len(ids)} tokens; the model sees its last "
-            f"{model.config.block_size}",
-            file=sys.stderr,
-        )
-        ids = ids[-model.config.block_size :]
     out = Path(cfg.out_dir) if cfg.out_dir else path.parent.parent / "explain"
     out.mkdir(parents=True, exist_ok=True)
     shown = ids[: cfg.attention_tokens]

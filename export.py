@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from minigpt.checkpoint import (
-    describe_checkpoint,
-    latest_checkpoint,
-    model_from_checkpoint,
-    read_checkpoint,
-)
+from minigpt.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.convert import export_hf, hf_architecture
 
@@ -37,9 +31,7 @@ def export(cfg: DictConfig) -> Path:
     out = Path(cfg.out_dir)
     if out.exists():
         raise ValueError(f"out_dir={out} exists: name a new directory (nothing is overwritten)")
-    path = Path(cfg.ckpt_path) if cfg.ckpt_path else latest_checkpoint(cfg.runs_dir)
-    checkpoint = read_checkpoint(path)
-    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     model, tokenizer = model_from_checkpoint(checkpoint, path)
     hf_architecture(model.config)  # refuses options with no counterpart before writing
     out.parent.mkdir(parents=True, exist_ok=True)

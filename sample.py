@@ -20,12 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from minigpt.checkpoint import (
-    describe_checkpoint,
-    latest_checkpoint,
-    model_from_checkpoint,
-    read_checkpoint,
-)
+from minigpt.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.cli import exit_on_user_error
 from minigpt.sampling import check_sampling_args, generate_tokens
 
@@ -94,9 +89,7 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but this machine has no CUDA GPU: use device=cpu")
-    path = cfg.ckpt_path or latest_checkpoint(cfg.runs_dir)
-    checkpoint = read_checkpoint(path)
-    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     model, tokenizer = model_from_checkpoint(checkpoint, path, device)
     del checkpoint
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt.callbacks import LoggingStepProgressBar, StopAtValLoss
 from minigpt.checkpoint import check_resume_config, load_checkpoint, read_checkpoint
 from minigpt.checkpoint_callbacks import AtomicCheckpointIO
-from minigpt.cli import JobFailed, exit_on_user_error, in_multirun
+from minigpt.cli import JobFailed, exit_on_user_error, in_multirun, quiet_lightning
 from minigpt.convert import load_pretrained
 from minigpt.interruption import GracefulStop, RunInterrupted
 from minigpt.lightning_module import GPTLightningModule
@@ -47,8 +47,7 @@ from minigpt.tokenizers import tokenizer_from_dict
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 register_run_subdir()
-# single-process data loading is the right choice for in-memory token windows on few cores
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
+quiet_lightning()
 # a resumed run writes into its own checkpoint directory
 warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
 # expected here: debug=overfit_batch's data is a stream; a run started from another run's
@@ -56,13 +55,9 @@ warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not e
 warnings.filterwarnings("ignore", ".*overfit but enabled train dataloader shuffling")
 warnings.filterwarnings("ignore", ".*The dirpath has changed from")
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval")
-# a diverged run's NaN val/ppl (the run reports its divergence itself)
+# a diverged run's NaN val/loss, which MeanMetric warns about (the run reports its
+# divergence itself)
 warnings.filterwarnings("ignore", "Encountered `nan` values in tensor")
-# Lightning's own use of a torch API that torch has renamed: nothing a user can act on
-warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-# Lightning's start-up notes (devices available, an advertisement, "max_steps reached"):
-# the run's header and summary say what matters
-logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -245,6 +245,13 @@ class PeakThroughputMonitor(ThroughputMonitor):
             throughput.available_flops = self.available_flops
 
 
+def tensorboard_writers(trainer: L.Trainer) -> list:
+    """The SummaryWriters of the run's TensorBoard loggers (none without one)."""
+    return [
+        logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
+    ]
+
+
 class TextSamples(L.Callback):
     """After every validation, generates text from a fixed prompt and seed and writes it to
     the TensorBoard TEXT tab (`samples`), so the model can be watched learning to write."""
@@ -261,9 +268,7 @@ class TextSamples(L.Callback):
         self.temperature, self.top_p = temperature, top_p
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writers = [
-            logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
-        ]
+        writers = tensorboard_writers(trainer)
         loss = trainer.callback_metrics.get("val/loss")
         diverged = loss is not None and not torch.isfinite(loss)
         if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
@@ -295,9 +300,7 @@ class AttentionMaps(L.Callback):
         self.prompt, self.max_tokens = prompt, max_tokens
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writers = [
-            logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)
-        ]
+        writers = tensorboard_writers(trainer)
         if trainer.sanity_checking or not writers or not trainer.is_global_zero:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)

@@ -7,6 +7,7 @@ module does not, so that sample.py starts quickly).
 from __future__ import annotations
 
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,16 @@ def latest_checkpoint(runs_dir: str | Path = "outputs") -> Path:
         f"no run with a checkpoint under {runs_dir}/: train one with `make train` "
         "or pass ckpt_path=<a .ckpt file>"
     )
+
+
+def open_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> tuple[Path, dict]:
+    """The checkpoint a command names (ckpt_path) or, without one, the newest run's under
+    runs_dir (latest_checkpoint), read; says on stderr which one, its step and val/loss (the
+    first line of sample.py, eval.py, export.py and explain.py)."""
+    path = Path(ckpt_path) if ckpt_path else latest_checkpoint(runs_dir)
+    checkpoint = read_checkpoint(path)
+    print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
+    return path, checkpoint
 
 
 # ---------------------------------------------------------------------------- resuming

@@ -1,4 +1,5 @@
-"""What the command-line entry points share: turning bad input into a one-line error."""
+"""What the command-line entry points share: turning bad input into a one-line error, and
+Lightning's messages that tell a user nothing to act on kept quiet."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
@@ -13,6 +15,16 @@ from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
+
+
+def quiet_lightning() -> None:
+    """Silences what Lightning says on every run that a user cannot act on: single-process
+    data loading (the right choice for token windows on few cores), its own use of a torch
+    API that torch has renamed, and its start-up notes (devices available, an
+    advertisement, "max_steps reached"): the entry points say what matters."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def is_integer(value) -> bool:

@@ -326,12 +326,12 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def from_hf_state(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    """A transformers state dict of config's architecture under minigpt's names. A bias
-    minigpt has and the transformers model lacks is zero; with tied weights the head is the
-    embedding."""
-    kind = hf_architecture(config)
-    template = GPT(config).state_dict()
+def from_hf_state(hf_state: dict[str, torch.Tensor], model: GPT) -> dict[str, torch.Tensor]:
+    """A transformers state dict of model's architecture under minigpt's names, for
+    model.load_state_dict. A bias model has and the transformers model lacks is zero; with
+    tied weights the head is the embedding."""
+    config, kind = model.config, hf_architecture(model.config)
+    template = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for mine, theirs in _pairs(config, kind):
         for suffix in (".weight", ".bias"):
@@ -436,7 +436,7 @@ def load_hf(directory: str | Path) -> GPT:
         directory, local_files_only=True, dtype=torch.float32
     )
     model = GPT(config)
-    model.load_state_dict(from_hf_state(hf_model.state_dict(), config))
+    model.load_state_dict(from_hf_state(hf_model.state_dict(), model))
     return model.eval()
 
 

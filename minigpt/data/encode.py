@@ -38,15 +38,24 @@ from minigpt.tokenizers import UNKNOWN_CHAR, BPETokenizer, CharTokenizer
 Text = str | bytes  # bytes: an all-ASCII text (each byte is its code point: the fast path)
 
 
+def _str(text: Text) -> str:
+    return text.decode("ascii") if isinstance(text, bytes) else text
+
+
+def text_bytes(text: Text) -> int:
+    """The size of a text in UTF-8 bytes."""
+    return len(text) if isinstance(text, bytes) else len(text.encode("utf-8"))
+
+
 @dataclass(frozen=True)
 class DocumentsPiece:
-    """Whole documents held in memory (the embedded corpus, cleaned text files)."""
+    """Whole documents held in memory (the embedded corpus)."""
 
     documents: tuple[Document, ...]
 
     @property
     def nbytes(self) -> int:
-        return sum(len(d.text.encode("utf-8")) for d in self.documents)
+        return sum(text_bytes(d.text) for d in self.documents)
 
     def read(self) -> list[tuple[Text, bool, bool]]:
         return [(d.text, True, True) for d in self.documents]
@@ -127,10 +136,9 @@ def piece_characters(piece) -> tuple[np.ndarray, int]:
         points = code_points(text)
         if isinstance(text, bytes):  # ASCII: count the 128 byte values, no sort
             seen.append(np.flatnonzero(np.bincount(points, minlength=128)))
-            nbytes += len(text)
         else:
             seen.append(np.unique(points))
-            nbytes += len(text.encode("utf-8"))
+        nbytes += text_bytes(text)
     return (np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)), nbytes
 
 
@@ -177,8 +185,7 @@ class BPEEncoder:
         self.tokenizer = tokenizer
 
     def __call__(self, text: Text, dtype) -> np.ndarray:
-        text = text.decode("ascii") if isinstance(text, bytes) else text
-        return np.array(self.tokenizer.encode_ordinary(text), dtype=dtype)
+        return np.array(self.tokenizer.encode_ordinary(_str(text)), dtype=dtype)
 
 
 # ---------------------------------------------------------------- BPE training
@@ -190,7 +197,7 @@ def piece_chunk_counts(piece, pattern: str) -> tuple[Counter, int]:
     nbytes = 0
     for text, _, _ in piece.read():
         counts.update(regex.findall(pattern, _str(text)))
-        nbytes += len(text) if isinstance(text, bytes) else len(text.encode("utf-8"))
+        nbytes += text_bytes(text)
     return counts, nbytes
 
 
@@ -222,10 +229,6 @@ def train_bpe(pieces: list, config: dict, pattern: str, workers: int) -> BPEToke
     return BPETokenizer.train_on_counts(counts, vocab_size, pattern)
 
 
-def _str(text: Text) -> str:
-    return text.decode("ascii") if isinstance(text, bytes) else text
-
-
 # ---------------------------------------------------------------- the cache
 
 
@@ -241,7 +244,7 @@ def encode_piece(piece, encoder, eot: int | None, dtype) -> tuple[np.ndarray, li
             ids = np.append(ids, np.array(eot, dtype=dtype))
         arrays.append(ids)
         position += len(ids)
-        nbytes += len(text) if isinstance(text, bytes) else len(text.encode("utf-8"))
+        nbytes += text_bytes(text)
     return (np.concatenate(arrays) if arrays else np.zeros(0, dtype)), starts, nbytes
 
 
