@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import platform
 import re
@@ -91,7 +92,37 @@ def full_val_loss(model: GPT, val_tokens: np.ndarray) -> float:
     return total / count
 
 
+def check_inputs(nanogpt: Path, data: Path) -> None:
+    """Exits with a one-line error unless nanogpt is a nanoGPT checkout and data a file."""
+    missing = [f for f in NANOGPT_FILES if not (nanogpt / f).is_file()]
+    if missing:
+        sys.exit(f"error: {nanogpt} is not a nanoGPT checkout (missing {missing})")
+    if not data.is_file():
+        sys.exit(f"error: no data file at {data}: pass --data path/to/tinyshakespeare.txt")
+
+
+def checkpoint_full_val_loss(checkpoint: str, data: Path) -> float:
+    """full_val_loss of a minigpt checkpoint (in float32) on the last 10% of data."""
+    model, tokenizer = load_checkpoint(checkpoint)
+    text = data.read_text(encoding="utf-8")
+    val_tokens = np.array(tokenizer.encode(text[int(len(text) * 0.9) :]), dtype=np.uint16)
+    return full_val_loss(model.float(), val_tokens)
+
+
 NANOGPT_SEED_LINE = "torch.manual_seed(1337 + seed_offset)"
+
+
+def run_timed(command: list[str], cwd: Path) -> tuple[float, int, list[tuple[float, str]]]:
+    """Runs a Python command unbuffered; returns its wall seconds, its exit code and each
+    output line (stdout and stderr together) with the seconds since launch it came at."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in proc.stdout]
+    returncode = proc.wait()
+    return time.perf_counter() - start, returncode, lines
 
 
 def run_nanogpt(nanogpt: Path, data: Path, steps: int, work: Path, seed: int = 1337) -> dict:
@@ -125,17 +156,20 @@ def run_nanogpt(nanogpt: Path, data: Path, steps: int, work: Path, seed: int = 1
         f"--eval_interval={min(500, steps)}",
         f"--out_dir={work / 'out'}",
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=work, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"nanoGPT failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    wall, returncode, lines = run_timed([sys.executable, "train.py", *args], cwd=work)
+    stdout = "\n".join(line for _, line in lines)
+    if returncode:
+        sys.exit(f"nanoGPT failed:\n{stdout[-4000:]}")
     step_ms = [
-        float(m) for m in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", proc.stdout, re.M)
+        float(m) for m in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", stdout, re.M)
     ]
-    evals = re.findall(r"^step (\d+): train loss [\d.]+, val loss ([\d.]+)", proc.stdout, re.M)
+    evals = re.findall(r"^step (\d+): train loss [\d.]+, val loss ([\d.]+)", stdout, re.M)
+    # (seconds since launch, step, own val estimate) of each evaluation
+    curve = [
+        (seconds, int(m[1]), float(m[2]))
+        for seconds, line in lines
+        if (m := re.match(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", line))
+    ]
     model, saved_step = nanogpt_model(work / "out" / "ckpt.pt")
     val_tokens = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
     return {
@@ -145,6 +179,7 @@ def run_nanogpt(nanogpt: Path, data: Path, steps: int, work: Path, seed: int = 1
         "val_step": int(evals[-1][0]),
         "full_val_loss": full_val_loss(model, val_tokens),
         "full_val_step": saved_step,
+        "curve": curve,
     }
 
 
@@ -170,15 +205,12 @@ def run_minigpt(data: Path, steps: int, work: Path, seed: int = 1337) -> dict:
     if proc.returncode:
         sys.exit(f"minigpt failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
-    model, tokenizer = load_checkpoint(metrics["last_checkpoint"])
-    text = data.read_text(encoding="utf-8")
-    val_tokens = np.array(tokenizer.encode(text[int(len(text) * 0.9) :]), dtype=np.uint16)
     return {
         "wall_s": wall,
         "median_step_ms": metrics["median_step_ms"],
         "val_loss": metrics["final_val_loss"],
         "val_step": metrics["final_val_step"],
-        "full_val_loss": full_val_loss(model, val_tokens),
+        "full_val_loss": checkpoint_full_val_loss(metrics["last_checkpoint"], data),
         "full_val_step": metrics["steps"],
     }
 
@@ -198,11 +230,7 @@ def main() -> None:
         help="also train both with this many other seeds, for the spread of the val loss",
     )
     args = parser.parse_args()
-    missing = [f for f in NANOGPT_FILES if not (args.nanogpt / f).is_file()]
-    if missing:
-        sys.exit(f"error: {args.nanogpt} is not a nanoGPT checkout (missing {missing})")
-    if not args.data.is_file():
-        sys.exit(f"error: no data file at {args.data}: pass --data path/to/tinyshakespeare.txt")
+    check_inputs(args.nanogpt, args.data)
     if args.steps <= 100:
         sys.exit(f"error: --steps={args.steps} must exceed nanoGPT's 100 warm-up steps")
     data = args.data.resolve()
@@ -218,7 +246,7 @@ def main() -> None:
             else:
                 minis.append(run_minigpt(data, args.steps, mini_dir))
                 nanos.append(run_nanogpt(args.nanogpt.resolve(), data, args.steps, nano_dir))
-    nano = {k: statistics.median(r[k] for r in nanos) for k in nanos[0]}
+    nano = {k: statistics.median(r[k] for r in nanos) for k in nanos[0] if k != "curve"}
     mini = {k: statistics.median(r[k] for r in minis) for k in minis[0]}
     print(f"medians over {args.repeats} run(s) of each")
     print(f"{'':22}{'nanoGPT':>12}{'minigpt':>12}")

@@ -72,6 +72,11 @@ def hf_architecture(config: GPTConfig) -> str:
     """The transformers model type that computes what config describes, or a ValueError
     naming the supported sets."""
     c = config
+    if c.qk_norm or c.logit_softcap:
+        raise ValueError(
+            f"no transformers architecture computes qk_norm={c.qk_norm}, "
+            f"logit_softcap={c.logit_softcap}: export a model trained without them"
+        )
     if c.norm_placement == "pre" and c.norm == "layernorm" and c.activation in ("gelu", "relu"):
         if c.pos_encoding == "learned":
             return "gpt2"

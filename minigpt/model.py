@@ -1,8 +1,9 @@
 """A decoder-only transformer language model (GPT), in reading order.
 
-Positional encoding -> attention -> feed-forward -> block -> config -> GPT.
-Torch only: no Lightning, no Hydra. Shapes: B batch, T time, C channels (n_embd),
-nh heads, hs head size (C // nh), V vocabulary.
+Positions -> attention -> feed-forward -> block -> config -> GPT. Every option of GPTConfig
+has one home: a table of named parts (POSITIONS, ACTIVATIONS, FEED_FORWARDS, NORMS) or the
+lines of the one module it changes. Torch only: no Lightning, no Hydra.
+Shapes: B batch, T time, C channels (n_embd), nh heads, hs head size (C // nh), V vocabulary.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ IGNORE_INDEX = -100  # targets with this value (padding) do not count in the los
 # ---------------------------------------------------------------------------- positions
 
 
+class Positions(nn.Module):
+    """Where position enters the model. `forward` adds it to the token embeddings
+    (B, T, C) of positions start..start+T-1; `rotation` gives the (cos, sin) tables that
+    rotate queries and keys inside attention, or None. This base adds and rotates nothing."""
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return x
+
+    def rotation(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+
 def sinusoidal_table(block_size: int, n_embd: int) -> torch.Tensor:
     """The fixed encoding of "Attention Is All You Need", in float64:
     PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C))."""
@@ -33,7 +46,7 @@ def sinusoidal_table(block_size: int, n_embd: int) -> torch.Tensor:
     return table
 
 
-class SinusoidalPositions(nn.Module):
+class SinusoidalPositions(Positions):
     """Adds the fixed sinusoidal table to the token embeddings (no parameters). As in the
     paper, the embeddings are first multiplied by sqrt(C): the table's entries are of size
     ~1 and would otherwise drown embeddings initialized at std 0.02."""
@@ -49,7 +62,7 @@ class SinusoidalPositions(nn.Module):
         return x * self.scale + self.table[start : start + x.size(1)].to(x.dtype)
 
 
-class LearnedPositions(nn.Module):
+class LearnedPositions(Positions):
     """Adds a learned embedding per position (GPT-2)."""
 
     def __init__(self, config: GPTConfig):
@@ -61,20 +74,11 @@ class LearnedPositions(nn.Module):
         return x + self.wpe(positions)
 
 
-class NoPositions(nn.Module):
-    """Nothing added to the embeddings: rotary encodes position inside attention."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        return x
-
-
-class Rotary(nn.Module):
-    """Rotary position embedding (RoFormer): rotates pairs of query/key channels by an angle
-    proportional to the position, so that q·k depends on the relative position only.
-    Channel i is paired with channel i + hs/2 (the GPT-NeoX/LLaMA layout)."""
+class RotaryPositions(Positions):
+    """Rotary position embedding (RoFormer): queries and keys are rotated, pairs of channels
+    by an angle proportional to the position, so that q·k depends on the relative position
+    only; the embeddings get nothing. Channel i is paired with channel i + hs/2 (the
+    GPT-NeoX/LLaMA layout). One table serves every layer."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -85,18 +89,21 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)  # (T, hs)
         self.register_buffer("sin", angles.sin().float(), persistent=False)  # (T, hs)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, nh, T, hs)
-        cos = self.cos[start : start + x.size(-2)].to(x.dtype)  # (T, hs)
-        sin = self.sin[start : start + x.size(-2)].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-        rotated_half = torch.cat((-x2, x1), dim=-1)  # (B, nh, T, hs)
-        return x * cos + rotated_half * sin
+    def rotation(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[start : start + T], self.sin[start : start + T]  # (T, hs) each
 
 
-POSITIONAL_ENCODINGS = {
+def rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x (B, nh, T, hs) rotated by RotaryPositions.rotation's (cos, sin) tables."""
+    cos, sin = (table.to(x.dtype) for table in rotation)
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+POSITIONS = {
     "sinusoidal": SinusoidalPositions,
     "learned": LearnedPositions,
-    "rope": NoPositions,
+    "rope": RotaryPositions,
 }
 
 
@@ -104,7 +111,7 @@ POSITIONAL_ENCODINGS = {
 
 
 class KVCache(nn.Module):
-    """The keys and values of one attention layer for the positions seen so far,
+    """The keys and values of one attention layer for the `length` positions seen so far,
     preallocated for block_size positions. With it, generation feeds the model only the new
     token: its query attends to the cached keys and values of every earlier position."""
 
@@ -113,14 +120,20 @@ class KVCache(nn.Module):
         shape = (batch_size, config.n_head, config.block_size, config.head_size)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.length = 0
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
-        """Stores k, v (B, nh, T, hs) at positions start..start+T-1; returns the keys and
-        values of positions 0..start+T-1: (B, nh, start+T, hs) each."""
-        end = start + k.size(2)
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+    def update(self, k: torch.Tensor, v: torch.Tensor):
+        """Stores k, v (B, nh, T, hs) at the next T positions; returns the keys and values
+        of every position so far: (B, nh, S, hs) each, S = length."""
+        start, self.length = self.length, self.length + k.size(2)
+        self.k[:, :, start : self.length] = k
+        self.v[:, :, start : self.length] = v
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+def causal_mask(T: int, S: int, device) -> torch.Tensor:
+    """(T, S) True where query i (the last T of S positions) may attend to key j: j <= i."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
 class CausalSelfAttention(nn.Module):
@@ -131,13 +144,11 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.explicit = config.attention == "explicit"
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.rotary = Rotary(config) if config.pos_encoding == "rope" else None
-        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-        self.register_buffer("causal_mask", mask, persistent=False)  # (T, T): key <= query
         # a submodule slot from the start, so that enabling and disabling the cache leave
         # the module as it was (torch.compile's guards would otherwise see a change)
         self.kv_cache: KVCache | None
@@ -147,31 +158,35 @@ class CausalSelfAttention(nn.Module):
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """x (B, T, C) holds positions start..start+T-1; start > 0 needs the KV cache."""
+    def forward(self, x: torch.Tensor, rotation=None) -> torch.Tensor:  # (B, T, C) -> same
+        """rotation: the rotary (cos, sin) tables of x's positions, or None."""
         B, T, C = x.size()
+        hs = C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if self.rotary is not None:
-            q, k = self.rotary(q, start), self.rotary(k, start)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:  # unit-RMS queries and keys: attention logits stay bounded
+            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
+        if rotation is not None:
+            q, k = rotate(q, rotation), rotate(k, rotation)
         if self.kv_cache is not None:
-            k, v = self.kv_cache.update(start, k, v)  # (B, nh, S, hs), S = start + T
-        mask = self.causal_mask[start : start + T, : k.size(2)]  # (T, S)
+            k, v = self.kv_cache.update(k, v)  # (B, nh, S, hs): every position so far
+        S = k.size(2)
         if self.explicit or self.keep_weights:
             # softmax(Q K^T / sqrt(hs) + mask) V, written out
-            scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, S)
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, S)
+            scores = scores.masked_fill(~causal_mask(T, S, x.device), float("-inf"))
             weights = F.softmax(scores, dim=-1)  # (B, nh, T, S)
             if self.keep_weights:
                 self.weights = weights.detach()
             y = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
         else:
             dropout = self.dropout if self.training else 0.0
-            if start == 0:  # square causal mask: the fused kernel's own
+            if S == T:  # square causal mask: the fused kernel's own
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-            else:  # queries at start.. against keys 0..: an explicit (T, S) mask
+            else:  # the newest T queries against all S keys
+                mask = causal_mask(T, S, x.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             # y: (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate heads: (B, T, C)
@@ -181,7 +196,14 @@ class CausalSelfAttention(nn.Module):
 # ---------------------------------------------------------------------------- feed-forward
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+class ReLUSquared(nn.Module):
+    """relu(x)^2 (So et al. 2021, "Primer"; the modded-nanogpt speedrun's activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "relu2": ReLUSquared}
 
 
 class MLP(nn.Module):
@@ -215,7 +237,7 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(gate) * value))
 
 
-FEED_FORWARDS = {"relu": MLP, "gelu": MLP, "swiglu": SwiGLU}
+FEED_FORWARDS = {"relu": MLP, "gelu": MLP, "relu2": MLP, "swiglu": SwiGLU}
 
 
 NORMS = {
@@ -242,11 +264,11 @@ class Block(nn.Module):
         self.ln_2 = NORMS[config.norm](config)
         self.mlp = FEED_FORWARDS[config.activation](config)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T, C) -> same
+    def forward(self, x: torch.Tensor, rotation=None) -> torch.Tensor:  # (B, T, C) -> same
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), start)
+            x = x + self.attn(self.ln_1(x), rotation)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, start))
+        x = self.ln_1(x + self.attn(x, rotation))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -270,9 +292,14 @@ class GPTConfig:
     rope_base: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm
     norm_placement: str = "pre"  # pre | post
-    activation: str = "gelu"  # relu | gelu | swiglu
+    activation: str = "gelu"  # relu | gelu | relu2 | swiglu
     attention: str = "sdpa"  # sdpa (fused kernel) | explicit (written-out softmax)
+    qk_norm: bool = False  # RMS-normalize each head's queries and keys before attention
     tie_weights: bool = True  # LM head shares the token embedding matrix
+    # the projections that write into the residual stream start at zero: every block is
+    # the identity at step 0 (else GPT-2's 0.02 / sqrt(2 n_layer))
+    zero_init_proj: bool = False
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap), within (-cap, cap)
     # in training, keep only each block's input and recompute its activations in the
     # backward pass: less memory for about one more forward pass of compute
     activation_checkpointing: bool = False
@@ -289,8 +316,10 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if not self.logit_softcap >= 0.0:
+            raise ValueError(f"logit_softcap={self.logit_softcap} must be >= 0 (0: no cap)")
         choices = {
-            "pos_encoding": tuple(POSITIONAL_ENCODINGS),
+            "pos_encoding": tuple(POSITIONS),
             "norm": tuple(NORMS),
             "norm_placement": ("pre", "post"),
             "activation": tuple(FEED_FORWARDS),
@@ -329,7 +358,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.positions = POSITIONAL_ENCODINGS[config.pos_encoding](config)
+        self.positions = POSITIONS[config.pos_encoding](config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         # post-norm blocks already end in a norm; pre-norm ones need one before the head
@@ -338,11 +367,14 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
-        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 N),
-        # so the variance of the residual stream does not grow with depth.
+        # the projections that write into the residual stream: GPT-2 scales them by
+        # 1/sqrt(2 N), so the variance of the residual stream does not grow with depth
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:
+                    nn.init.zeros_(param)
+                else:
+                    nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -383,34 +415,46 @@ class GPT(nn.Module):
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * c.block_size
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy over the
         targets (B, T) that are not IGNORE_INDEX when targets are given.
 
-        With the KV cache on (`enable_kv_cache`), idx holds positions start..start+T-1 and
-        attends to the cached positions before start as well."""
+        With the KV cache on (`enable_kv_cache`), idx continues the positions the cache
+        holds and attends to them as well."""
         T = idx.size(1)
+        start = self.cache_length
         if start + T > self.config.block_size:
             raise ValueError(
                 f"positions up to {start + T} exceed block_size={self.config.block_size}: "
                 "crop the input to the last block_size tokens"
             )
-        if start and self.blocks[0].attn.kv_cache is None:
-            raise ValueError(f"start={start} needs the KV cache: call enable_kv_cache first")
         x = self.drop(self.positions(self.wte(idx), start))  # (B, T, C)
+        rotation = self.positions.rotation(start, T)  # (cos, sin), (T, hs) each, or None
         recompute = self.config.activation_checkpointing and self.training
         for block in self.blocks:
-            x = checkpoint(block, x, start, use_reentrant=False) if recompute else block(x, start)
+            if recompute:
+                x = checkpoint(block, x, rotation, use_reentrant=False)
+            else:
+                x = block(x, rotation)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if self.config.logit_softcap:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         if targets is None:
             return logits, None
         # (under bf16 autocast, cross_entropy runs in float32 by itself)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
+    @property
+    def cache_length(self) -> int:
+        """The positions the KV cache holds (0 without one): the next input starts there."""
+        cache = self.blocks[0].attn.kv_cache
+        return 0 if cache is None else cache.length
+
     def enable_kv_cache(self, batch_size: int) -> None:
-        """Gives every attention layer a KV cache for batch_size sequences of up to
+        """Gives every attention layer an empty KV cache for batch_size sequences of up to
         block_size positions, on the model's device and dtype (see minigpt.sampling)."""
         weight = self.wte.weight
         for block in self.blocks:
@@ -421,12 +465,16 @@ class GPT(nn.Module):
             block.attn.kv_cache = None
 
     def param_groups(self) -> list[dict]:
-        """AdamW groups: weight decay on matrices (embeddings, linear weights) only, none on
-        biases and norm gains. The decayed group takes the optimizer's weight_decay."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        """Optimizer groups: "hidden", the matrices inside the blocks (Muon's, with
+        optimizer=muon); "embeddings", the token and position tables and an untied head;
+        "no_decay", biases and norm gains, without weight decay. The others take the
+        optimizer's weight_decay."""
+        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        hidden = [p for name, p in trained if p.dim() >= 2 and name.startswith("blocks.")]
+        embeddings = [p for name, p in trained if p.dim() >= 2 and not name.startswith("blocks.")]
+        no_decay = [p for _, p in trained if p.dim() < 2]
         return [
-            {"params": decay, "name": "decay"},
+            {"params": hidden, "name": "hidden"},
+            {"params": embeddings, "name": "embeddings"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
         ]

@@ -98,7 +98,6 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     tokens = idx[:, -block_size:]  # the context so far, (B, T) with T <= block_size
-    cached = 0  # how many tokens of the context the cache holds
     if use_kv_cache:
         model.enable_kv_cache(idx.size(0))
     try:
@@ -106,17 +105,18 @@ def generate_tokens(
             for step in range(max_new_tokens):
                 if not use_kv_cache:
                     logits, _ = model(tokens)  # recompute the whole context
-                elif cached == 0:
+                elif model.cache_length == 0:
                     logits, _ = model(tokens)  # prefill: the whole context in one pass
                 else:
-                    logits, _ = model(tokens[:, -1:], start=cached)  # the newest token only
-                cached = tokens.size(1)
+                    logits, _ = model(tokens[:, -1:])  # the newest token only
                 heat = temperature if step or first_temperature is None else first_temperature
                 token = next_token(logits[:, -1, :], heat, top_k, top_p, generator)
                 yield token
                 tokens = torch.cat((tokens, token), dim=1)
                 if tokens.size(1) > block_size:  # restart from the last `keep` tokens
-                    tokens, cached = tokens[:, -keep:], 0
+                    tokens = tokens[:, -keep:]
+                    if use_kv_cache:
+                        model.enable_kv_cache(idx.size(0))  # empty, refilled from them
     finally:
         if use_kv_cache:
             model.disable_kv_cache()

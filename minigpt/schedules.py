@@ -22,7 +22,7 @@ def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
     if warmup_steps < decay_steps:
         return warmup_steps
     fitted = int(decay_steps * SHORT_RUN_WARMUP_SHARE)
-    if rank_zero_only.rank == 0:
+    if getattr(rank_zero_only, "rank", 0) == 0:  # set once Lightning starts
         log.warning(
             f"scheduler.warmup_steps={warmup_steps} does not fit in decay_steps={decay_steps} "
             f"(which follows trainer.max_steps): warming up over {fitted} steps instead"
@@ -72,3 +72,46 @@ def constant(optimizer: Optimizer, warmup_steps: int = 0) -> LambdaLR:
     if warmup_steps < 0:
         raise ValueError(f"scheduler.warmup_steps={warmup_steps} must be >= 0")
     return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+
+
+def warmup_stable_decay_factor(
+    step: int, warmup_steps: int, decay_steps: int, cooldown: float, final_ratio: float
+) -> float:
+    """The factor of each group's lr: linear warm-up over `warmup_steps`, then 1, then over
+    the last `cooldown` share of `decay_steps` linearly down to `final_ratio` (reached at
+    decay_steps and kept after)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay_start = decay_steps * (1.0 - cooldown)
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(1.0, decay_steps - decay_start))
+    return 1.0 - (1.0 - final_ratio) * progress
+
+
+def warmup_stable_decay(
+    optimizer: Optimizer,
+    warmup_steps: int,
+    decay_steps: int,
+    cooldown: float = 0.5,
+    final_ratio: float = 0.0,
+) -> LambdaLR:
+    """Warm-up, stable, decay ("WSD", the modded-nanogpt speedrun's shape): every group's
+    lr is held until the last `cooldown` share of decay_steps, then falls linearly to
+    `final_ratio` of itself. Scales each group from its own lr, so it suits optimizers
+    whose groups differ by orders of magnitude (minigpt.optimizers.MuonWithAdamW)."""
+    if warmup_steps < 0:
+        raise ValueError(f"scheduler.warmup_steps={warmup_steps} must be >= 0")
+    if decay_steps < 1:
+        raise ValueError(f"scheduler.decay_steps={decay_steps} must be >= 1")
+    if not 0.0 < cooldown <= 1.0:
+        raise ValueError(f"scheduler.cooldown={cooldown} must be in (0, 1]: a share of steps")
+    if not 0.0 <= final_ratio <= 1.0:
+        raise ValueError(f"scheduler.final_ratio={final_ratio} must be in [0, 1]")
+    warmup_steps = fitted_warmup(warmup_steps, decay_steps)
+    return LambdaLR(
+        optimizer,
+        lambda step: warmup_stable_decay_factor(
+            step, warmup_steps, decay_steps, cooldown, final_ratio
+        ),
+    )

@@ -113,6 +113,10 @@ def test_what_has_no_counterpart_is_refused_with_the_supported_sets(tmp_path):
         hf_architecture(GPTConfig(pos_encoding="sinusoidal"))
     with pytest.raises(ValueError, match="norm_placement=post"):
         hf_architecture(GPTConfig(pos_encoding="learned", norm_placement="post"))
+    with pytest.raises(ValueError, match="qk_norm=True"):
+        hf_architecture(GPTConfig(pos_encoding="rope", qk_norm=True))
+    with pytest.raises(ValueError, match="activation=relu2"):
+        hf_architecture(GPTConfig(pos_encoding="rope", activation="relu2"))
     parallel = transformers.GPTNeoXConfig(
         vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2
     )

@@ -48,7 +48,7 @@ def test_attention_weights_are_the_softmax_the_model_uses(pos_encoding):
     x = model.positions(model.wte(torch.tensor([ids])))
     x = model.blocks[0].ln_1(x)
     with torch.no_grad():
-        expected = attn(x)  # the fused kernel, weights not kept
+        expected = attn(x, model.positions.rotation(0, T))  # the fused kernel, nothing kept
         q, k, v = attn.c_attn(x).split(32, dim=2)
         v = v.view(1, T, 4, 8).transpose(1, 2)  # (B, nh, T, hs)
         y = (maps[0].unsqueeze(0) @ v).transpose(1, 2).reshape(1, T, 32)

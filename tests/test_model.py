@@ -38,6 +38,7 @@ def random_model(seed: int = 0, **overrides) -> GPT:
         (dict(norm_placement="middle"), "norm_placement='middle'"),
         (dict(attention="flash"), "attention='flash'"),
         (dict(pos_encoding="rope", n_embd=6, n_head=2), "head size"),
+        (dict(logit_softcap=-1.0), "logit_softcap=-1.0 must be >= 0"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(overrides, message):
@@ -97,12 +98,12 @@ def test_positions_matter_for_every_encoding():
 
 
 def test_rope_scores_depend_only_on_relative_position():
-    from minigpt.model import Rotary
+    from minigpt.model import RotaryPositions, rotate
 
-    rotary = Rotary(tiny_config(pos_encoding="rope", block_size=32))
+    rotation = RotaryPositions(tiny_config(pos_encoding="rope", block_size=32)).rotation(0, 32)
     q, k = torch.randn(4), torch.randn(4)
-    qs = rotary(q.expand(1, 1, 32, 4).clone())[0, 0]  # the same q at every position
-    ks = rotary(k.expand(1, 1, 32, 4).clone())[0, 0]
+    qs = rotate(q.expand(1, 1, 32, 4), rotation)[0, 0]  # the same q at every position
+    ks = rotate(k.expand(1, 1, 32, 4), rotation)[0, 0]
     assert (qs[10] @ ks[7]).item() == pytest.approx((qs[25] @ ks[22]).item(), rel=1e-5)
 
 
@@ -138,7 +139,7 @@ def test_residual_projections_get_scaled_init():
     assert std_proj == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu", "swiglu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "relu2", "swiglu"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_every_option_trains(activation, norm):
     torch.manual_seed(0)
@@ -155,12 +156,65 @@ def test_every_option_trains(activation, norm):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_param_groups_decay_matrices_only():
-    model = GPT(tiny_config())
-    decay, no_decay = model.param_groups()
-    assert all(p.dim() == 2 for p in decay["params"])
+def test_param_groups_split_hidden_matrices_embeddings_and_gains():
+    model = GPT(tiny_config(pos_encoding="learned", tie_weights=False))
+    hidden, embeddings, no_decay = model.param_groups()
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert {names[id(p)] for p in embeddings["params"]} == {
+        "wte.weight",
+        "positions.wpe.weight",
+        "lm_head.weight",
+    }
+    assert all(names[id(p)].startswith("blocks.") and p.dim() == 2 for p in hidden["params"])
     assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    groups = (hidden, embeddings, no_decay)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_relu_squared_feed_forward():
+    from minigpt.model import MLP
+
+    mlp = MLP(tiny_config(activation="relu2"))
+    x = torch.randn(2, 5, 8)
+    expected = mlp.c_proj(torch.relu(mlp.c_fc(x)) ** 2)
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_logit_softcap_bounds_the_logits_with_tanh():
+    capped = random_model(logit_softcap=2.0)
+    plain = GPT(tiny_config()).eval()
+    plain.load_state_dict(capped.state_dict())
+    with torch.no_grad():
+        for model in (capped, plain):
+            model.lm_head.weight.mul_(50.0)  # raw logits far beyond the cap
+        idx = torch.randint(0, 11, (2, 16))
+        raw, logits = plain(idx)[0], capped(idx)[0]
+    assert raw.abs().max() > 4.0 and logits.abs().max() <= 2.0  # tanh saturates at 1
+    torch.testing.assert_close(logits, 2.0 * torch.tanh(raw / 2.0))
+
+
+def test_zero_init_projections_make_every_block_the_identity_at_step_0():
+    torch.manual_seed(0)
+    model = GPT(tiny_config(zero_init_proj=True))
+    x = torch.randn(2, 16, 8)
+    for block in model.blocks:
+        assert torch.equal(block(x), x)
+    default = GPT(tiny_config())
+    assert not torch.equal(default.blocks[0](x), x)
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm):
+    from minigpt.model import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(tiny_config(qk_norm=qk_norm, bias=False))
+    x = torch.randn(2, 16, 8)
+    with torch.no_grad():
+        before = attn(x)
+        attn.c_attn.weight[:16].mul_(7.0)  # the query and key rows
+        after = attn(x)
+    assert torch.allclose(before, after, atol=1e-5) == qk_norm
 
 
 def test_input_longer_than_block_size_is_rejected():

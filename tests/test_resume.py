@@ -127,8 +127,9 @@ def assert_same_run(a, b):
             ("model.dropout=0.1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"),
             marks=pytest.mark.slow,
         ),
+        ("optimizer=muon", "scheduler=wsd", "model.qk_norm=true", "trainer.precision=bf16-mixed"),
     ],
-    ids=["plain", "dropout+accumulation", "ddp+dropout"],
+    ids=["plain", "dropout+accumulation", "ddp+dropout", "muon+bf16"],
 )
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -117,7 +117,7 @@ def test_cached_logits_equal_full_recomputation(pos_encoding, attention, prompt_
         full, _ = reference(tokens[:, :prompt_length])
         torch.testing.assert_close(prefill, full, atol=1e-5, rtol=0)
         for t in range(prompt_length, 16):  # then one token at a time
-            cached, _ = model(tokens[:, t : t + 1], start=t)
+            cached, _ = model(tokens[:, t : t + 1])  # at position t, from the cache
             full, _ = reference(tokens[:, : t + 1])
             torch.testing.assert_close(cached[:, -1], full[:, -1], atol=1e-5, rtol=0)
 
@@ -159,7 +159,6 @@ def test_cache_is_not_part_of_the_state_dict_and_needs_enabling():
     model.enable_kv_cache(batch_size=2)
     assert set(model.state_dict()) == keys
     model.disable_kv_cache()
-    with pytest.raises(ValueError, match="start=3 needs the KV cache"):
-        model(torch.zeros(1, 1, dtype=torch.long), start=3)
+    assert model.cache_length == 0
     with pytest.raises(ValueError, match="keep=16 must be in"):
         generate(model, torch.tensor([[1]]), 3, keep=16)

@@ -74,3 +74,26 @@ def test_a_warmup_longer_than_the_run_is_cut_to_a_tenth_of_it(caplog):
     assert got[:6] == pytest.approx([1e-3 * (i + 1) / 6 for i in range(5)] + [1e-3])
     assert got[50:] == pytest.approx([1e-4] * 10)
     assert max(got) == pytest.approx(1e-3)
+
+
+def test_warmup_stable_decay_holds_then_falls_linearly_in_every_group():
+    from minigpt.schedules import warmup_stable_decay
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 0.05}, {"params": [b], "lr": 0.01}])
+    schedule = warmup_stable_decay(opt, warmup_steps=10, decay_steps=100, cooldown=0.4)
+    got = []
+    for _ in range(120):
+        got.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        schedule.step()
+    muon_like = [lr for lr, _ in got]
+    assert muon_like[:10] == pytest.approx([0.05 * (i + 1) / 11 for i in range(10)])
+    assert muon_like[10:61] == pytest.approx([0.05] * 51)  # held until 60% of the steps
+    assert muon_like[80] == pytest.approx(0.025)  # half-way down the cooldown
+    assert muon_like[100:] == pytest.approx([0.0] * 20)
+    assert [small for _, small in got] == pytest.approx([0.2 * large for large, _ in got])
+    with pytest.raises(ValueError, match="cooldown=0"):
+        warmup_stable_decay(opt, warmup_steps=10, decay_steps=100, cooldown=0)
+    with pytest.raises(ValueError, match="final_ratio=2"):
+        warmup_stable_decay(opt, warmup_steps=10, decay_steps=100, final_ratio=2)

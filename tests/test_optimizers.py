@@ -1,0 +1,83 @@
+import copy
+
+import pytest
+import torch
+
+from minigpt.model import GPT, GPTConfig
+from minigpt.optimizers import MuonWithAdamW
+
+SETTINGS = dict(lr=0.05, momentum=0.95, adamw_lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+
+
+def tiny_model() -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=8)
+    return GPT(config)
+
+
+def train(model: GPT, optimizers: list, steps: int, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, 11, (4, 17), generator=generator)
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    model = tiny_model()
+    optimizer = MuonWithAdamW(model.param_groups(), **SETTINGS)
+    in_muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    in_adamw = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert {names[i] for i in in_muon} == {
+        name for name, p in model.named_parameters() if name.startswith("blocks.") and p.dim() == 2
+    }
+    assert in_muon.isdisjoint(in_adamw) and len(in_muon | in_adamw) == len(names)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.05, 1e-2, 1e-2]
+
+
+def test_steps_equal_muon_and_adamw_stepped_apart():
+    combined, apart = tiny_model(), tiny_model()
+    optimizer = MuonWithAdamW(combined.param_groups(), **SETTINGS)
+    hidden, *others = apart.param_groups()
+    muon = torch.optim.Muon([hidden], lr=0.05, momentum=0.95, weight_decay=0.0)
+    adamw = torch.optim.AdamW(others, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    train(combined, [optimizer], steps=5)
+    train(apart, [muon, adamw], steps=5)
+    for (name, a), b in zip(combined.named_parameters(), apart.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(combined.wte.weight, tiny_model().wte.weight)
+
+
+def test_a_schedule_drives_both_and_a_saved_state_resumes_exactly(tmp_path):
+    model = tiny_model()
+    optimizer = MuonWithAdamW(model.param_groups(), **SETTINGS)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    assert [g["lr"] for g in optimizer.muon.param_groups] == [0.025]
+    assert [g["lr"] for g in optimizer.adamw.param_groups] == [5e-3, 5e-3]
+    train(model, [optimizer], steps=3)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "s")
+    saved = torch.load(tmp_path / "s", weights_only=True)  # plain data, as in checkpoints
+    resumed = copy.deepcopy(model)
+    resumed.load_state_dict(saved["model"])
+    again = MuonWithAdamW(resumed.param_groups(), **SETTINGS)
+    again.load_state_dict(saved["optimizer"])
+    assert again.muon.state is again.state and again.adamw.param_groups[0] is again.param_groups[1]
+    assert again.param_groups[0]["lr"] == 0.025  # the scheduled lr came back with the state
+    train(model, [optimizer], steps=3, seed=1)
+    train(resumed, [again], steps=3, seed=1)
+    for (name, a), b in zip(model.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    del schedule
+
+
+def test_parameters_without_named_groups_are_refused():
+    with pytest.raises(ValueError, match="needs named parameter groups"):
+        MuonWithAdamW(tiny_model().parameters())
+    hidden = tiny_model().param_groups()[:1]
+    with pytest.raises(ValueError, match="a 'hidden' group and at least one other"):
+        MuonWithAdamW(hidden)
