@@ -483,9 +483,11 @@ def test_gradient_clipping_bounds_the_update_norm(compose_train, tmp_path, log_e
         assert all(norm > 1 for _, norm in logged)  # clipping did bite
 
 
-def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train, optimizer):
     """16-mixed on a GPU scales the loss (a GradScaler) and our AdamW is fused, which
-    Lightning leaves scaled and refuses to clip. A CPU GradScaler takes the same path here:
+    Lightning leaves scaled and refuses to clip; MuonWithAdamW (a fused AdamW inside) is
+    unscaled by Lightning before the step. A CPU GradScaler takes the same path here:
     training runs, and the logged (pre-clip) gradient norms are those of a 32-bit run, not
     65536 times larger."""
     from lightning.pytorch.plugins.precision import MixedPrecision
@@ -498,7 +500,9 @@ def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train):
             self.norms.append(float(trainer.callback_metrics["train/grad_norm"]))
 
     def grad_norms(**precision):
-        cfg = compose_train("experiment=tiny", "optimizer=adamw", "logger=none", "callbacks=none")
+        cfg = compose_train(
+            "experiment=tiny", f"optimizer={optimizer}", "logger=none", "callbacks=none"
+        )
         L.seed_everything(cfg.seed)
         datamodule, module, _ = train_script.build(cfg)
         norms = GradNorms()
@@ -520,7 +524,7 @@ def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train):
     scaler = torch.amp.GradScaler("cpu")
     trainer, scaled = grad_norms(plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     assert trainer.precision_plugin.scaler is scaler and scaler.get_scale() > 1
-    assert trainer.optimizers[0].defaults["fused"]
+    assert trainer.optimizers[0].param_groups[-1]["fused"]
     _, full = grad_norms(precision="32-true")
     assert len(scaled) == 5 and scaled == pytest.approx(full, rel=1e-2)
 
