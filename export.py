@@ -1,57 +1,6 @@
-"""Export a checkpoint to Hugging Face transformers: `python export.py [ckpt_path=...] out_dir=...`.
+"""`python export.py [overrides]` is `minigpt export [overrides]` (minigpt.commands.export)."""
 
-Without ckpt_path it uses the newest run's best checkpoint, as `sample.py` does. Writes
-out_dir with config.json, model.safetensors and the tokenizer, which
-`transformers.AutoModelForCausalLM.from_pretrained(out_dir)` and
-`AutoTokenizer.from_pretrained(out_dir)` load with no custom code (minigpt.convert maps the
-model's options onto GPT-2, GPT-NeoX or Llama, and refuses options none of them computes).
-The directory is written beside out_dir and renamed into place: an existing out_dir is
-never overwritten.
-"""
-
-from __future__ import annotations
-
-import os
-import shutil
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from minigpt.checkpoint import model_from_checkpoint, open_checkpoint
-from minigpt.cli import exit_on_user_error
-from minigpt.convert import export_hf, hf_architecture
-
-
-def export(cfg: DictConfig) -> Path:
-    if not cfg.out_dir:
-        raise ValueError(
-            "out_dir is not set: name the directory to write, e.g. out_dir=hf/my-model"
-        )
-    out = Path(cfg.out_dir)
-    if out.exists():
-        raise ValueError(f"out_dir={out} exists: name a new directory (nothing is overwritten)")
-    path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
-    model, tokenizer = model_from_checkpoint(checkpoint, path)
-    hf_architecture(model.config)  # refuses options with no counterpart before writing
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        name = export_hf(model, tokenizer, staging)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    print(f"{name} ({model.num_parameters():,} parameters) -> {out}")
-    return out
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    export(cfg)
-
+from minigpt.commands.export import main
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ def measure(layers: int, block_size: int, batch_size: int, checkpointing: bool) 
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from minigpt.model import GPT, GPTConfig
+    from minigpt.core.model import GPT, GPTConfig
 
     torch.manual_seed(0)
     config = GPTConfig(

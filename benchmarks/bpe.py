@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minigpt.corpus import shakespeare_splits  # noqa: E402
-from minigpt.tokenizers import GPT2_PATTERN, BPETokenizer, train_hf_tokenizer  # noqa: E402
+from minigpt.core.tokenizers import GPT2_PATTERN, BPETokenizer, train_hf_tokenizer  # noqa: E402
+from minigpt.data.corpus import shakespeare_splits  # noqa: E402
 
 
 def timed(fn):

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigpt.corpus import shakespeare_works  # noqa: E402
+from minigpt.data.corpus import shakespeare_works  # noqa: E402
 
 FILE_MIB = 64
 CORES = len(os.sched_getaffinity(0))

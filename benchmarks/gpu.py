@@ -144,7 +144,9 @@ def throughput_worker(args) -> None:
     """Ours: GPT-2 124M on random tokens through train.build and Lightning's fit; prints one
     JSON line with the step times StepTimer measured."""
     import train as train_script
-    from minigpt.callbacks import StepTimer, peak_flops
+
+    from minigpt.training.callbacks.step_timer import StepTimer
+    from minigpt.training.callbacks.throughput import peak_flops
 
     overrides = throughput_overrides(args.smoke, args.batch, args.steps, args.compile_mode)
     cfg = compose([*overrides, f"paths.output_dir={args.run_dir}"])
@@ -455,7 +457,7 @@ def archive_runs(session: Session) -> None:
 
 def gpt2_flops_per_token() -> int:
     """Training FLOPs per token of the GPT-2 124M shape both throughput runs use."""
-    from minigpt.model import GPT, GPTConfig
+    from minigpt.core.model import GPT, GPTConfig
 
     shape = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=GPT2_VOCAB)
     config = GPTConfig(**shape, bias=False, pos_encoding="learned", tie_weights=True)
@@ -464,7 +466,7 @@ def gpt2_flops_per_token() -> int:
 
 
 def table(session: Session) -> None:
-    from minigpt.callbacks import peak_flops
+    from minigpt.training.callbacks.throughput import peak_flops
 
     figures = session.figures
     card = figures["machine"]["device"]

@@ -36,10 +36,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigpt.checkpoint import load_checkpoint  # noqa: E402
-from minigpt.convert import from_nanogpt  # noqa: E402
+from minigpt.core.checkpoint import load_checkpoint  # noqa: E402
+from minigpt.core.model import GPT, GPTConfig  # noqa: E402
 from minigpt.data import FixedWindows  # noqa: E402
-from minigpt.model import GPT, GPTConfig  # noqa: E402
+from minigpt.tools.convert import from_nanogpt  # noqa: E402
 
 NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py")
 

@@ -5,7 +5,7 @@ block 256, 65 characters, no biases, learned positions) with the same random wei
     python benchmarks/sample_speed.py --nanogpt path/to/nanoGPT [--tokens 1000] [--repeats 3]
 
 Two measurements, medians over the repeats:
-- in process: new tokens per second of `minigpt.sampling.generate` (cache on, cache off)
+- in process: new tokens per second of `minigpt.core.sampling.generate` (cache on, cache off)
   and of nanoGPT's `GPT.generate` (imported from the checkout), from a one-token prompt;
 - whole process: `python sample.py` against nanoGPT's `python sample.py`, each loading a
   checkpoint of the same weights and writing the same number of tokens.
@@ -32,10 +32,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigpt.convert import to_nanogpt  # noqa: E402
-from minigpt.model import GPT, GPTConfig  # noqa: E402
-from minigpt.sampling import generate  # noqa: E402
-from minigpt.tokenizers import CharTokenizer  # noqa: E402
+from minigpt.core.model import GPT, GPTConfig  # noqa: E402
+from minigpt.core.sampling import generate  # noqa: E402
+from minigpt.core.tokenizers import CharTokenizer  # noqa: E402
+from minigpt.tools.convert import to_nanogpt  # noqa: E402
 
 CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # 65
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, bias=False, vocab_size=65)

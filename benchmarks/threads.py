@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from minigpt.model import GPT, GPTConfig  # noqa: E402
+from minigpt.core.model import GPT, GPTConfig  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 LOAD = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a = (a @ a).tanh()\n"

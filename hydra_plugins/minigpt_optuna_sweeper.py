@@ -8,7 +8,7 @@ numbers its jobs from 0 again, which would overwrite the earlier jobs' directori
 search runs until the study holds n_trials finished trials, and new jobs are numbered after
 the ones already in the study.
 
-A trial that bad input stops (minigpt.cli.JobFailed: say, a sampled width that the head
+A trial that bad input stops (minigpt.commands.console.JobFailed: say, a sampled width that the head
 count does not divide) is recorded as failed and the search goes on; any other error stops
 it. A failed trial counts as finished.
 """
@@ -30,7 +30,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         self.n_trials = self.sweeper.n_trials  # finished trials the study is to reach
 
     def sweep(self, arguments: list[str]) -> None:
-        from minigpt.cli import JobFailed
+        from minigpt.commands.console import JobFailed
 
         first = True
         while True:

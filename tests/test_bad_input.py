@@ -5,10 +5,12 @@ import pytest
 import torch
 from conftest import compose_into, run
 
-import train as train_script
-from minigpt.checkpoint import load_checkpoint
-from minigpt.cli import user_error
-from minigpt.preflight import DEFAULT_THREADS, check_config, set_cpu_threads
+from minigpt.commands import train as train_script
+from minigpt.commands.console import user_error
+from minigpt.core.checkpoint import load_checkpoint
+from minigpt.core.threads import DEFAULT_THREADS, set_cpu_threads
+from minigpt.training import run as training_run
+from minigpt.training.config_checks import check_config
 
 
 @pytest.mark.parametrize(
@@ -156,10 +158,10 @@ def test_run_directories_are_checked_before_hydra_writes_into_them(
         ([f"hydra.run.dir={finished_run}"], "already holds a run"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
-            train_script.check_run_dir_before_hydra(["experiment=tiny", *argv])
+            training_run.check_run_dir_before_hydra(["experiment=tiny", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     before = sorted(p.name for p in finished_run.rglob("*"))
-    train_script.check_run_dir_before_hydra([f"hydra.run.dir={finished_run}", "ckpt_path=last"])
+    training_run.check_run_dir_before_hydra([f"hydra.run.dir={finished_run}", "ckpt_path=last"])
     assert sorted(p.name for p in finished_run.rglob("*")) == before
 
 

@@ -9,17 +9,17 @@ from conftest import compose_sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sample as sample_script
-import train as train_script
-from minigpt.corpus import shakespeare_works
-from minigpt.data import TokenDataModule
-from minigpt.tokenizers import (
+from minigpt.commands import sample as sample_script
+from minigpt.commands import train as train_script
+from minigpt.core.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
     gpt2_byte_alphabet,
     load_tokenizer,
     train_hf_tokenizer,
 )
+from minigpt.data import TokenDataModule
+from minigpt.data.corpus import shakespeare_works
 
 SAMPLE = (
     shakespeare_works()["sonnets_gut"].text[:30_000] + "Ünïcödé — 東京 😀 e\u0301 \x00 tab\tend\n"

@@ -1,8 +1,7 @@
-"""minigpt.convert: models that move to and from Hugging Face transformers computing the same
+"""minigpt.tools.convert: models that move to and from Hugging Face transformers computing the same
 function (logits within 1e-4 in float32, identical greedy generations), tokenizers that
 encode the same, and nanoGPT's names. Every directory is built here; nothing is downloaded."""
 
-import importlib
 import json
 from dataclasses import replace
 
@@ -12,8 +11,12 @@ import transformers
 from conftest import ROOT, compose_into
 from hydra import compose, initialize_config_dir
 
-import train as train_script
-from minigpt.convert import (
+from minigpt.commands import export as export_script
+from minigpt.commands import train as train_script
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.sampling import generate_tokens
+from minigpt.core.tokenizers import BPETokenizer, CharTokenizer
+from minigpt.tools.convert import (
     export_hf,
     from_nanogpt,
     hf_architecture,
@@ -21,11 +24,6 @@ from minigpt.convert import (
     load_hf,
     to_nanogpt,
 )
-from minigpt.model import GPT, GPTConfig
-from minigpt.sampling import generate_tokens
-from minigpt.tokenizers import BPETokenizer, CharTokenizer
-
-export_script = importlib.import_module("export")  # the top-level export.py
 
 COMBINATIONS = {
     "GPT2LMHeadModel": dict(pos_encoding="learned"),
@@ -165,7 +163,7 @@ def test_export_then_fine_tune_from_the_directory(tmp_path, cache_dir):
     assert type(theirs).__name__ == "GPTNeoXForCausalLM"
     with pytest.raises(ValueError, match="exists: name a new directory"):
         export_script.export(cfg)
-    pretrained = GPT.from_pretrained(tmp_path / "hf")
+    pretrained = load_hf(tmp_path / "hf")
     tune = compose_into(tmp_path / "tune", cache_dir, *tiny, f"init_from={tmp_path}/hf")
     _, module, _ = train_script.build(tune)
     for key, value in pretrained.state_dict().items():

@@ -1,6 +1,6 @@
 import pytest
 
-from minigpt.corpus import (
+from minigpt.data.corpus import (
     SHAKESPEARE_TEST,
     clean_text,
     leak_report,

@@ -11,7 +11,8 @@ import torch
 import minigpt.data as data_module
 import minigpt.data.module as datamodule_module
 import minigpt.data.stream as data_stream
-from minigpt.corpus import clean_text, text_file_splits
+from minigpt.core.model import GPT, IGNORE_INDEX, GPTConfig
+from minigpt.core.tokenizers import UNKNOWN_CHAR, CharTokenizer
 from minigpt.data import (
     FixedWindows,
     PaddedDocuments,
@@ -20,9 +21,8 @@ from minigpt.data import (
     TokenDataModule,
 )
 from minigpt.data.cache import TokenFile
+from minigpt.data.corpus import clean_text, text_file_splits
 from minigpt.data.stream import file_pieces, plan_splits
-from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
-from minigpt.tokenizers import UNKNOWN_CHAR, CharTokenizer
 
 
 def test_random_windows_are_shifted_pairs():

@@ -1,7 +1,6 @@
 """eval.py: every window of a split scored through Lightning, with figures that a hand
 computation reproduces, other text scored in the model's vocabulary, and bad input refused."""
 
-import importlib
 import json
 import math
 
@@ -11,11 +10,10 @@ import torch
 from conftest import ROOT, compose_into, run
 from hydra import compose, initialize_config_dir
 
-import train as train_script
-from minigpt.checkpoint import model_from_checkpoint, read_checkpoint
-from minigpt.corpus import text_file_splits
-
-eval_script = importlib.import_module("eval")  # the top-level eval.py, not the builtin
+from minigpt.commands import eval as eval_script
+from minigpt.commands import train as train_script
+from minigpt.core.checkpoint import model_from_checkpoint, read_checkpoint
+from minigpt.data.corpus import text_file_splits
 
 TEXT = "".join(f"Père Noël {i}: «déjà vu» — 東京, naïve café.\n" for i in range(120))
 

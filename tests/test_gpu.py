@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-import train as train_script
-from minigpt.callbacks import gpu_model, peak_flops
-from minigpt.precision import auto_precision
+from minigpt.commands import train as train_script
+from minigpt.training.callbacks.throughput import gpu_model, peak_flops
+from minigpt.training.precision import auto_precision
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

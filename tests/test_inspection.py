@@ -1,8 +1,7 @@
-"""minigpt.inspection: the attention weights are the softmax the model uses, and the
+"""minigpt.core.inspection: the attention weights are the softmax the model uses, and the
 per-token losses are the model's loss; explain.py writes its picture and page."""
 
 import html
-import importlib
 import math
 import re
 
@@ -11,8 +10,9 @@ import torch
 from conftest import ROOT, compose_into
 from hydra import compose, initialize_config_dir
 
-import train as train_script
-from minigpt.inspection import (
+from minigpt.commands import explain as explain_script
+from minigpt.commands import train as train_script
+from minigpt.core.inspection import (
     attention_maps,
     mean_loss,
     surprise_html,
@@ -20,10 +20,9 @@ from minigpt.inspection import (
     token_label,
     token_surprise,
 )
-from minigpt.model import GPT, GPTConfig
-from minigpt.tokenizers import CharTokenizer
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.tokenizers import CharTokenizer
 
-explain_script = importlib.import_module("explain")
 TEXT = "ROMEO:\nWhat light through yonder window breaks?\n"
 CHARS = CharTokenizer(sorted(set(TEXT)))
 
@@ -97,7 +96,7 @@ def test_attention_maps_reach_tensorboards_images_tab(tmp_path, cache_dir):
         "experiment=tiny",
         "logger=tensorboard",
         "sample.num_samples=0",
-        "+callbacks.attention_maps._target_=minigpt.callbacks.AttentionMaps",
+        "+callbacks.attention_maps._target_=minigpt.training.callbacks.tensorboard.AttentionMaps",
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
     )

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, run
 from hydra import compose, initialize_config_dir
 
-from minigpt import sweep_report
+from minigpt.tools import sweep_report
 
 FAKE_SLURM = ROOT / "tests" / "fake_slurm"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.model import GPT, IGNORE_INDEX, GPTConfig, sinusoidal_table
+from minigpt.core.model import GPT, IGNORE_INDEX, GPTConfig, sinusoidal_table
 
 POSITIONAL = ["sinusoidal", "learned", "rope"]
 
@@ -98,7 +98,7 @@ def test_positions_matter_for_every_encoding():
 
 
 def test_rope_scores_depend_only_on_relative_position():
-    from minigpt.model import RotaryPositions, rotate
+    from minigpt.core.model import RotaryPositions, rotate
 
     rotation = RotaryPositions(tiny_config(pos_encoding="rope", block_size=32)).rotation(0, 32)
     q, k = torch.randn(4), torch.randn(4)
@@ -172,7 +172,7 @@ def test_param_groups_split_hidden_matrices_embeddings_and_gains():
 
 
 def test_relu_squared_feed_forward():
-    from minigpt.model import MLP
+    from minigpt.core.model import MLP
 
     mlp = MLP(tiny_config(activation="relu2"))
     x = torch.randn(2, 5, 8)
@@ -205,7 +205,7 @@ def test_zero_init_projections_make_every_block_the_identity_at_step_0():
 
 @pytest.mark.parametrize("qk_norm", [True, False])
 def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm):
-    from minigpt.model import CausalSelfAttention
+    from minigpt.core.model import CausalSelfAttention
 
     torch.manual_seed(0)
     attn = CausalSelfAttention(tiny_config(qk_norm=qk_norm, bias=False))
@@ -223,7 +223,7 @@ def test_input_longer_than_block_size_is_rejected():
 
 
 def test_activation_checkpointing_gives_the_same_gradients(monkeypatch):
-    import minigpt.model as model_module
+    import minigpt.core.model as model_module
 
     calls = []
     original = model_module.checkpoint
@@ -235,10 +235,16 @@ def test_activation_checkpointing_gives_the_same_gradients(monkeypatch):
     recomputed = GPT(tiny_config(n_layer=3, activation_checkpointing=True))
     recomputed.load_state_dict(plain.state_dict())
     idx = torch.randint(0, 11, (4, 16))
-    for model in (plain, recomputed):
+    forwards = {}
+    for label, model in (("plain", plain), ("recomputed", recomputed)):
+        forwards[label] = []
+        for block in model.blocks:
+            block.register_forward_pre_hook(lambda *_, runs=forwards[label]: runs.append(1))
         model.train()
         _, loss = model(idx[:, :-1], idx[:, 1:])
         loss.backward()
+    # every block runs once in the forward pass and, checkpointed, again in the backward pass
+    assert len(calls) == 3 and len(forwards["plain"]) == 3 and len(forwards["recomputed"]) == 6
     for (name, a), (_, b) in zip(
         plain.named_parameters(), recomputed.named_parameters(), strict=True
     ):
@@ -259,3 +265,12 @@ def test_flops_per_token_follows_the_palm_formula():
         model = GPT(config)
     n = model.num_parameters() - 1024 * 768  # position embeddings do no matrix product
     assert model.flops_per_token() == 6 * n + 12 * 12 * 12 * 64 * 1024
+
+
+def test_an_untied_token_embedding_is_a_lookup_not_a_matrix_product():
+    """Untying the head adds a V x C table that is only looked up: the FLOPs per token stay
+    those of the tied model (whose one matrix is counted once, as the head)."""
+    shapes = dict(vocab_size=1000, block_size=64, n_layer=2, n_head=2, n_embd=32)
+    tied, untied = GPT(GPTConfig(**shapes)), GPT(GPTConfig(**shapes, tie_weights=False))
+    assert untied.num_parameters() == tied.num_parameters() + 1000 * 32
+    assert untied.flops_per_token() == tied.flops_per_token()

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from minigpt.model import GPT, GPTConfig
-from minigpt.optimizers import MuonWithAdamW
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.training.optimizers import MuonWithAdamW
 
 SETTINGS = dict(lr=0.05, momentum=0.95, adamw_lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
 

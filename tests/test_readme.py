@@ -2,7 +2,7 @@
 its bash blocks, at tiny sizes, so that the README cannot drift from the code.
 
 `python train.py`, `sample.py`, `eval.py`, `export.py`, `explain.py` and
-`python -m minigpt.sweep_report` run in this process (the same entry points the command line
+`python -m minigpt.tools.sweep_report` run in this process (the same entry points the command line
 calls, without 8 s of start-up each); other lines (`RUN=$(...)`, `printf`) run in bash.
 Sizes shrink by appending overrides (TINY); the README's own values of those keys give way,
 except sweeps over them. Skipped: `make test`/`make train`/`make tensorboard` (this suite,
@@ -14,7 +14,6 @@ test.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -32,15 +31,14 @@ from conftest import ROOT
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-import sample as sample_script
-import train as train_script
-from minigpt import sweep_report
-from minigpt.corpus import shakespeare_works
-from minigpt.preflight import DEFAULT_THREADS
-
-eval_script = importlib.import_module("eval")  # the top-level eval.py
-export_script = importlib.import_module("export")
-explain_script = importlib.import_module("explain")
+from minigpt.commands import eval as eval_script
+from minigpt.commands import explain as explain_script
+from minigpt.commands import export as export_script
+from minigpt.commands import sample as sample_script
+from minigpt.commands import train as train_script
+from minigpt.core.threads import DEFAULT_THREADS
+from minigpt.data.corpus import shakespeare_works
+from minigpt.tools import sweep_report
 
 README = ROOT / "README.md"
 TINY = {
@@ -167,7 +165,7 @@ class Readme:
         if words[:2] == ["python", "sample.py"]:
             args = [a for a in words[2:] if not a.startswith("max_new_tokens=")]
             return call(sample_script.main, ["sample.py", *args, "max_new_tokens=8"])
-        if words[:3] == ["python", "-m", "minigpt.sweep_report"]:
+        if words[:3] == ["python", "-m", "minigpt.tools.sweep_report"]:
             return sweep_report.main(words[3:])
         if words[:3] == ["python", "-m", "minigpt.fundamentals"]:
             env = os.environ | {"PYTHONPATH": str(ROOT)}

@@ -16,12 +16,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-import train as train_script
-from minigpt import checkpoint_callbacks
-from minigpt.checkpoint_callbacks import AtomicCheckpointIO
-from minigpt.lightning_module import GPTLightningModule
-from minigpt.preflight import run_subdir
-from minigpt.report import RunReport
+from minigpt.commands import train as train_script
+from minigpt.training import run
+from minigpt.training.module import GPTLightningModule
+from minigpt.training.run import AtomicCheckpointIO, RunReport, run_subdir
 
 # 60 steps of the tiny model, validated every 20, last.ckpt every 10 steps; the schedule's
 # decay is fixed at 60 steps, so that a run may be started longer and resumed to 60
@@ -266,8 +264,9 @@ def test_time_based_checkpoints_wait_for_the_end_of_an_optimizer_step(compose_tr
     """every_n_minutes with accumulation: a checkpoint that falls due mid-accumulation is
     written at the end of that optimizer step, never with a step half done."""
     readings = iter(range(0, 10**6, 24))  # each reading 24 s later: late at the 3rd
-    clock = types.SimpleNamespace(monotonic=lambda: next(readings))
-    monkeypatch.setattr(checkpoint_callbacks, "time", clock)  # LastCheckpoint's clock only
+    # LastCheckpoint's clock (monotonic) only; the run's record keeps real time
+    clock = types.SimpleNamespace(monotonic=lambda: next(readings), perf_counter=time.perf_counter)
+    monkeypatch.setattr(run, "time", clock)
     cfg = compose_train(
         *LONG_RUN,
         "logger=none",

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from minigpt.model import GPT, GPTConfig
-from minigpt.sampling import filter_top_k, filter_top_p, generate, generate_tokens, next_token
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.sampling import filter_top_k, filter_top_p, generate, generate_tokens, next_token
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""minigpt.scaling: the power-law fit recovers a known law, and the report reads a sweep's
+"""minigpt.tools.scaling: the power-law fit recovers a known law, and the report reads a sweep's
 metrics.json files."""
 
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from minigpt import sweep_report
-from minigpt.scaling import fit_power_law
+from minigpt.tools import sweep_report
+from minigpt.tools.scaling import fit_power_law
 
 
 def test_the_fit_recovers_a_known_law():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from minigpt.schedules import constant, warmup_cosine
+from minigpt.training.schedules import constant, warmup_cosine
 
 
 def nanogpt_lr(it, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4):
@@ -67,9 +67,9 @@ def test_bad_schedules_are_rejected(kwargs, message):
 def test_a_warmup_longer_than_the_run_is_cut_to_a_tenth_of_it(caplog):
     """trainer.max_steps=50 with the default 100 warm-up steps: a run, not an error."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    with caplog.at_level("WARNING", logger="minigpt.schedules"):
+    with caplog.at_level("WARNING", logger="minigpt.training.schedules"):
         got = lrs(warmup_cosine(opt, warmup_steps=100, decay_steps=50, min_lr=1e-4), 60)
-    assert "warmup_steps=100 does not fit in decay_steps=50" in caplog.text
+    assert "warmup_steps=100 does not end before the decay starts at step 50 of decay_steps=50" in caplog.text
     assert "over 5 steps" in caplog.text
     assert got[:6] == pytest.approx([1e-3 * (i + 1) / 6 for i in range(5)] + [1e-3])
     assert got[50:] == pytest.approx([1e-4] * 10)
@@ -77,7 +77,7 @@ def test_a_warmup_longer_than_the_run_is_cut_to_a_tenth_of_it(caplog):
 
 
 def test_warmup_stable_decay_holds_then_falls_linearly_in_every_group():
-    from minigpt.schedules import warmup_stable_decay
+    from minigpt.training.schedules import warmup_stable_decay
 
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a], "lr": 0.05}, {"params": [b], "lr": 0.01}])
@@ -97,3 +97,18 @@ def test_warmup_stable_decay_holds_then_falls_linearly_in_every_group():
         warmup_stable_decay(opt, warmup_steps=10, decay_steps=100, cooldown=0)
     with pytest.raises(ValueError, match="final_ratio=2"):
         warmup_stable_decay(opt, warmup_steps=10, decay_steps=100, final_ratio=2)
+
+
+def test_a_warmup_that_would_overlap_wsds_decay_ends_before_it(caplog):
+    """max_steps=150 with WSD's default cooldown: the decay starts at step 75, so the
+    100-step warm-up is cut to a tenth of 75 steps; the lr never rises again once it falls."""
+    from minigpt.training.schedules import warmup_stable_decay
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with caplog.at_level("WARNING"):
+        got = lrs(warmup_stable_decay(opt, warmup_steps=100, decay_steps=150), 150)
+    assert "does not end before the decay starts at step 75" in caplog.text
+    peak = got.index(max(got))
+    assert peak == 7 and got[peak] == 1.0
+    assert all(b <= a for a, b in zip(got[peak:], got[peak + 1 :], strict=False))
+    assert got[75] == 1.0 and got[149] < 0.02

@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import train as train_script
-from minigpt import callbacks, lightning_module
-from minigpt.checkpoint import load_checkpoint
+from minigpt.commands import train as train_script
+from minigpt.core.checkpoint import load_checkpoint
+from minigpt.training import module as lightning_module
+from minigpt.training.callbacks import throughput
+from minigpt.training.callbacks.step_timer import StepTimer
 
 
 class ScalarReads(TorchDispatchMode):
@@ -127,7 +129,7 @@ def test_throughput_counts_the_steps_it_does_not_time(
     FLOPs per token, so the FLOPs of the untimed steps in between are counted."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    monkeypatch.setattr(callbacks, "peak_flops", lambda device, dtype: 1e12)
+    monkeypatch.setattr(throughput, "peak_flops", lambda device, dtype: 1e12)
     cfg = compose_train(
         "experiment=tiny",
         "logger=tensorboard",
@@ -161,7 +163,7 @@ def test_mfu_is_measured_against_the_peak_of_the_compute_dtype(
     """A bf16-mixed run's MFU divides by the bf16 peak (on an H200 the float32 one, 67
     TFLOP/s, made MFU read 583%: Fabric's dtype lookup does not know Lightning's plugins)."""
     asked = []
-    monkeypatch.setattr(callbacks, "peak_flops", lambda device, d: asked.append(d) or 1e12)
+    monkeypatch.setattr(throughput, "peak_flops", lambda device, d: asked.append(d) or 1e12)
     cfg = compose_train("experiment=tiny", f"trainer.precision={precision}", "trainer.max_steps=4")
     L.seed_everything(cfg.seed)
     datamodule, module, trainer = train_script.build(cfg)
@@ -170,7 +172,7 @@ def test_mfu_is_measured_against_the_peak_of_the_compute_dtype(
 
 
 def test_step_timer_times_steps_without_validation():
-    timer = callbacks.StepTimer()
+    timer = StepTimer()
     trainer = type("T", (), {})()
     trainer.strategy = type("S", (), {"root_device": torch.device("cpu")})()
     for step in range(1, 6):

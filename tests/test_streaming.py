@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 import minigpt.data.rows as data_rows
 import minigpt.data.stream as data_stream
-from minigpt.corpus import Document, text_file_splits
+from minigpt.core.tokenizers import GPT2_PATTERN, UNKNOWN_CHAR, BPETokenizer
 from minigpt.data import TokenDataModule
+from minigpt.data.corpus import Document, text_file_splits
 from minigpt.data.encode import DocumentsPiece, sample_pieces, write_cache
 from minigpt.data.stream import Part, file_pieces
-from minigpt.tokenizers import GPT2_PATTERN, UNKNOWN_CHAR, BPETokenizer
 
 TRICKY = (
     "It's  a test, naïve café 123 go!\n  Indented line\twith a tab\n"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from minigpt.tokenizers import CharTokenizer, load_tokenizer, tokenizer_from_dict
+from minigpt.core.tokenizers import CharTokenizer, load_tokenizer, tokenizer_from_dict
 
 
 def test_round_trip_and_sorted_vocabulary():

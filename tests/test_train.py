@@ -15,12 +15,14 @@ import yaml
 from conftest import ROOT, compose_into, compose_sample, run
 from hydra.utils import instantiate
 
-import sample as sample_script
-import train as train_script
-from minigpt import callbacks, sweep_report
-from minigpt.checkpoint import latest_checkpoint, load_checkpoint
-from minigpt.cli import exit_on_user_error
+from minigpt.commands import prompts
+from minigpt.commands import sample as sample_script
+from minigpt.commands import train as train_script
+from minigpt.commands.console import exit_on_user_error
+from minigpt.core.checkpoint import latest_checkpoint, load_checkpoint
 from minigpt.data import StepBatches
+from minigpt.tools import sweep_report
+from minigpt.training.callbacks import throughput
 
 ADAMW = ("optimizer=adamw", "scheduler=warmup_cosine")
 # plain SGD at a constant lr: an update is lr x gradient (Adam's first step is ~lr x its sign)
@@ -175,7 +177,7 @@ def test_escapes_in_prompt_and_stop_and_greedy_after_an_empty_prompt(tiny_run, c
     """`stop=["\\n\\n"]` from a command line holds a backslash and an n: it means a blank
     line, as `prompt='A\\nB'` means two lines. Greedy decoding after a prompt of line
     breaks draws its first token, so it writes text, not only line breaks."""
-    assert sample_script.unescape(r"a\nb\tc\\n\x") == "a\nb\tc\\n\\x"
+    assert prompts.unescape(r"a\nb\tc\\n\x") == "a\nb\tc\\n\\x"
     checkpoint = f"ckpt_path={tiny_run[0] / 'checkpoints' / 'best.ckpt'}"
     (text,) = sample_script.sample(
         compose_sample(checkpoint, r"prompt='R\nR'", r"stop=['\n']", "max_new_tokens=200")
@@ -360,7 +362,7 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path, monk
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # a CPU has no peak in the tables: give it one, to see MFU computed and logged
-    monkeypatch.setattr(callbacks, "peak_flops", lambda device, dtype: 1e12)
+    monkeypatch.setattr(throughput, "peak_flops", lambda device, dtype: 1e12)
     cfg = compose_train(
         "experiment=tiny", "logger=tensorboard", "callbacks.throughput.window_size=5"
     )
@@ -530,7 +532,7 @@ def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train, opt
 
 
 def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
-    from minigpt.model import GPT, GPTConfig
+    from minigpt.core.model import GPT, GPTConfig
 
     cfg = compose_train("experiment=gpt2_124m")
     config = GPTConfig(**(train_script.plain(cfg.model) | {"vocab_size": 50304}))
@@ -620,7 +622,7 @@ def test_ddp_config_composes_for_many_nodes(compose_train):
 
 
 def test_speedrun_preset_trains_with_muon_bf16_and_its_architecture(compose_train, tmp_path):
-    from minigpt.optimizers import MuonWithAdamW
+    from minigpt.training.optimizers import MuonWithAdamW
 
     text = tmp_path / "text.txt"
     text.write_text("To be, or not to be, that is the question.\n" * 200)

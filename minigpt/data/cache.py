@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minigpt.corpus import SPLITS, Document
+from minigpt.data.corpus import SPLITS, Document
 
 CACHE_FORMAT = 2  # bump when the layout of the cache changes
 # entries up to this size are checksummed whenever they are opened; larger ones (a corpus

@@ -31,9 +31,9 @@ import numpy as np
 import regex
 from tqdm import tqdm
 
-from minigpt.corpus import SPLITS, Document
+from minigpt.core.tokenizers import UNKNOWN_CHAR, BPETokenizer, CharTokenizer
 from minigpt.data.cache import CACHE_FORMAT, file_sha256
-from minigpt.tokenizers import UNKNOWN_CHAR, BPETokenizer, CharTokenizer
+from minigpt.data.corpus import SPLITS, Document
 
 Text = str | bytes  # bytes: an all-ASCII text (each byte is its code point: the fast path)
 

@@ -24,7 +24,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from minigpt.corpus import (
+from minigpt.core.tokenizers import (
+    GPT2_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    load_tokenizer,
+    tokenizer_from_dict,
+)
+from minigpt.data.cache import (
+    CACHE_FORMAT,
+    TokenFile,
+    cache_damage,
+    corpus_fingerprint,
+    fingerprint,
+)
+from minigpt.data.corpus import (
     LEAK_LIMIT,
     SHAKESPEARE_DROPPED,
     SHAKESPEARE_TEST,
@@ -34,13 +48,6 @@ from minigpt.corpus import (
     leak_report,
     shakespeare_splits,
     verbatim_overlap,
-)
-from minigpt.data.cache import (
-    CACHE_FORMAT,
-    TokenFile,
-    cache_damage,
-    corpus_fingerprint,
-    fingerprint,
 )
 from minigpt.data.encode import (
     char_vocabulary,
@@ -53,13 +60,6 @@ from minigpt.data.encode import (
 from minigpt.data.rows import row_pieces
 from minigpt.data.stream import file_pieces, files_fingerprint, plan_splits
 from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
-from minigpt.tokenizers import (
-    GPT2_PATTERN,
-    BPETokenizer,
-    CharTokenizer,
-    load_tokenizer,
-    tokenizer_from_dict,
-)
 
 PIECE_BYTES = 2 << 20  # documents in memory are encoded in groups of about this size
 

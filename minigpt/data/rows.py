@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from minigpt.corpus import SPLITS
+from minigpt.data.corpus import SPLITS
 
 ROWS_PIECE_BYTES = 2 << 20
 _open: dict = {}  # fingerprint -> datasets.Dataset, for the pieces (inherited by workers)

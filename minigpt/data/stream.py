@@ -23,7 +23,7 @@ from pathlib import Path
 
 import regex
 
-from minigpt.corpus import SPLITS, clean_lines, expand_paths
+from minigpt.data.corpus import SPLITS, clean_lines, expand_paths
 
 CHUNK_BYTES = 16 << 20  # a piece of text for character tokens
 BPE_CHUNK_BYTES = 2 << 20  # for BPE: its chunk lists take ~60 bytes per token in the worker

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from minigpt.model import IGNORE_INDEX
+from minigpt.core.model import IGNORE_INDEX
 
 PAD_INPUT_ID = 0  # input id placed at padded positions; their targets are IGNORE_INDEX
 

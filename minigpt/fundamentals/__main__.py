@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from minigpt.corpus import shakespeare_works
+from minigpt.core.tokenizers import CharTokenizer
+from minigpt.data.corpus import shakespeare_works
 from minigpt.fundamentals.checks import GRAD_TOLERANCE, TORCH_TOLERANCE, all_checks
 from minigpt.fundamentals.projects import (
     BigramModel,
@@ -18,7 +19,6 @@ from minigpt.fundamentals.projects import (
     train_language_model,
 )
 from minigpt.fundamentals.transformer import LanguageModel
-from minigpt.tokenizers import CharTokenizer
 
 
 def corpus_ids(chars: int = 20000) -> tuple[np.ndarray, int]:

@@ -49,7 +49,7 @@ class ScaledDotProductAttention(Layer):
 class MultiHeadAttention(Layer):
     """Causal multi-head self-attention: one Linear makes Q, K and V (C -> 3C), they are
     split into H heads of size D, attended separately, concatenated, and projected (C -> C).
-    The layout of the weights matches minigpt.model.CausalSelfAttention."""
+    The layout of the weights matches minigpt.core.model.CausalSelfAttention."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """The proof of the NumPy implementation: every component's backward pass against finite
 differences, and its forward and backward passes against PyTorch (torch functions, and the
-modules of minigpt.model with the same weights), all in float64.
+modules of minigpt.core.model with the same weights), all in float64.
 
 This is the yardstick, not part of the NumPy code: the one module of minigpt.fundamentals
 that imports torch.
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt import model as gpt
+from minigpt.core import model as gpt
 from minigpt.fundamentals.attention import MultiHeadAttention, ScaledDotProductAttention
 from minigpt.fundamentals.gradcheck import check_gradients, numerical_gradient, relative_error
 from minigpt.fundamentals.layers import (
@@ -199,7 +199,7 @@ LM_CONFIGS = {
 
 
 def language_model_check(name: str, overrides: dict, seed: int = 0) -> CheckResult:
-    """A minigpt.model.GPT converted into the NumPy LanguageModel: logits, loss and every
+    """A minigpt.core.model.GPT converted into the NumPy LanguageModel: logits, loss and every
     parameter gradient against PyTorch autograd, and the NumPy backward pass against
     finite differences."""
     config = torch_config(**overrides)

@@ -1,6 +1,6 @@
 """The decoder-only transformer in NumPy: feed-forward, decoder block (pre-norm or post-norm
 "Add & Norm"), and a language model of N stacked blocks, each with its backward pass.
-The parameter names and layouts match minigpt.model.GPT, so `LanguageModel.from_gpt` can
+The parameter names and layouts match minigpt.core.model.GPT, so `LanguageModel.from_gpt` can
 load a trained GPT's weights."""
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class LanguageModel(Layer):
 
     @classmethod
     def from_gpt(cls, state_dict: dict, config: dict, dtype=np.float64) -> LanguageModel:
-        """The NumPy model with the weights of a minigpt.model.GPT: `state_dict` from
+        """The NumPy model with the weights of a minigpt.core.model.GPT: `state_dict` from
         `gpt.state_dict()` (tensors or arrays), `config` from `gpt.config.to_dict()`.
         PyTorch's Linear stores W as (C_out, C_in); here it is (C_in, C_out)."""
         supported = {

@@ -1,8 +1,7 @@
 """Reading checkpoints back: the GPT and tokenizer of a checkpoint (one-line errors for
-files that are not minigpt checkpoints), the newest run's best checkpoint, and what a resumed
-run may change. Writing them is minigpt.checkpoint_callbacks (it needs Lightning; this
-module does not, so that sample.py starts quickly).
-"""
+files that are not minigpt checkpoints) and the newest run's checkpoint. Writing them is
+minigpt.training.run (it needs Lightning; this module does not, so that sample.py starts
+quickly)."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ import pickle
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from minigpt.model import GPT, GPTConfig
-from minigpt.tokenizers import CharTokenizer, tokenizer_from_dict
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.tokenizers import CharTokenizer, tokenizer_from_dict
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -112,58 +110,3 @@ def open_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> tuple[Path, 
     checkpoint = read_checkpoint(path)
     print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
     return path, checkpoint
-
-
-# ---------------------------------------------------------------------------- resuming
-
-# Config keys a resumed run may change (a key or everything under it); every other key must
-# equal the checkpoint's. The continuation is bit-identical only when none changes but
-# these: max_steps (the schedule's decay follows it by default), devices and the rest
-# change what is trained.
-RESUME_MAY_CHANGE = (
-    "ckpt_path",
-    "trainer.max_steps",
-    "stop_at_val_loss",
-    "sample",
-    "paths",
-    "logger",
-    "callbacks",
-    "compile",
-    "compile_mode",
-    "threads",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.accelerator",
-    "trainer.strategy",
-    "trainer.enable_progress_bar",
-    "data.num_workers",
-    "data.cache_dir",
-    "hparams_search",
-)
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
-
-
-def check_resume_config(saved: dict, current: dict, path: Path) -> None:
-    """Raises a ValueError naming the first field that differs between the config a run
-    was started with (saved in its checkpoint) and the resumed run's, unless it may change."""
-    old, new = flatten(saved), flatten(current)
-    for key in sorted(old.keys() | new.keys()):
-        if any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE):
-            continue
-        if old.get(key, "<unset>") != new.get(key, "<unset>"):
-            what = "the model's shape" if key.startswith("model.") else "the run"
-            raise ValueError(
-                f"cannot resume from {path}: {key}={new.get(key, '<unset>')!r} changes {what} "
-                f"(the checkpoint has {old.get(key, '<unset>')!r}); drop the override, or start "
-                f"a new run. A resumed run may change: {', '.join(RESUME_MAY_CHANGE)}"
-            )

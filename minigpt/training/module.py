@@ -10,15 +10,10 @@ import torch
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric, SumMetric
 
-from minigpt.model import GPT, IGNORE_INDEX, GPTConfig
+from minigpt.core.measures import bits_per_byte
+from minigpt.core.model import GPT, IGNORE_INDEX, GPTConfig
 
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def bits_per_byte(loss: float, tokens_per_byte: float) -> float:
-    """Bits per byte of text from a loss in nats per token: compares models whose
-    tokenizers differ."""
-    return loss * tokens_per_byte / math.log(2)
 
 
 class GPTLightningModule(L.LightningModule):
@@ -91,7 +86,7 @@ class GPTLightningModule(L.LightningModule):
         _, loss = self._train_forward(inputs, targets)
         if self._is_logging_step():
             # not prog_bar: Lightning would read it back after every batch, which on a GPU
-            # waits for the device (the bar shows it all the same, minigpt.callbacks)
+            # waits for the device (the progress bar shows it all the same)
             self.log("train/loss", loss)
             self._stop_if_diverged(not torch.isfinite(loss))
         return loss
@@ -99,7 +94,7 @@ class GPTLightningModule(L.LightningModule):
     def _stop_if_diverged(self, not_finite: bool) -> None:
         """Stops training when a loss is not finite on any rank: the decision is reduced
         across ranks, so that all stop at the same step (none is left waiting in an
-        all-reduce). Checkpoints are not written from then on (minigpt.checkpoint)."""
+        all-reduce). Checkpoints are not written from then on (minigpt.core.checkpoint)."""
         if self.trainer.strategy.reduce_boolean_decision(bool(not_finite), all=False):
             self.diverged = True
             self.trainer.should_stop = True

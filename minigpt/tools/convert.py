@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from minigpt.model import GPT, GPTConfig
-from minigpt.tokenizers import (
+from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
     CharTokenizer,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minigpt.model import GPT
+from minigpt.core.model import GPT
 
 SHOWN = {"\n": "↵", " ": "·", "\t": "→", "\r": "␍"}
 

@@ -15,17 +15,19 @@ log = logging.getLogger(__name__)
 SHORT_RUN_WARMUP_SHARE = 0.1
 
 
-def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
-    """warmup_steps, or a tenth of decay_steps when the warm-up would not end before the
-    decay does (a run shorter than its warm-up: `trainer.max_steps=50` with the default 100
-    warm-up steps), with a one-line notice."""
-    if warmup_steps < decay_steps:
+def fitted_warmup(warmup_steps: int, decay_start: float, decay_steps: int) -> int:
+    """warmup_steps, or a tenth of the steps before the decay starts when the warm-up would
+    not end before it (a run shorter than its warm-up: `trainer.max_steps=50` with the
+    default 100 warm-up steps), with a one-line notice. decay_start: the step where the
+    learning rate starts to fall (decay_steps for the cosine, whose fall is the decay)."""
+    if warmup_steps == 0 or warmup_steps < decay_start:
         return warmup_steps
-    fitted = int(decay_steps * SHORT_RUN_WARMUP_SHARE)
+    fitted = int(decay_start * SHORT_RUN_WARMUP_SHARE)
     if getattr(rank_zero_only, "rank", 0) == 0:  # set once Lightning starts
         log.warning(
-            f"scheduler.warmup_steps={warmup_steps} does not fit in decay_steps={decay_steps} "
-            f"(which follows trainer.max_steps): warming up over {fitted} steps instead"
+            f"scheduler.warmup_steps={warmup_steps} does not end before the decay starts at "
+            f"step {decay_start:g} of decay_steps={decay_steps} (which follows "
+            f"trainer.max_steps): warming up over {fitted} steps instead"
         )
     return fitted
 
@@ -53,7 +55,7 @@ def warmup_cosine(
         raise ValueError(f"scheduler.warmup_steps={warmup_steps} must be >= 0")
     if decay_steps < 1:
         raise ValueError(f"scheduler.decay_steps={decay_steps} must be >= 1")
-    warmup_steps = fitted_warmup(warmup_steps, decay_steps)
+    warmup_steps = fitted_warmup(warmup_steps, decay_steps, decay_steps)
     lambdas = []
     for group in optimizer.param_groups:
         base_lr = group["lr"]
@@ -99,7 +101,7 @@ def warmup_stable_decay(
     """Warm-up, stable, decay ("WSD", the modded-nanogpt speedrun's shape): every group's
     lr is held until the last `cooldown` share of decay_steps, then falls linearly to
     `final_ratio` of itself. Scales each group from its own lr, so it suits optimizers
-    whose groups differ by orders of magnitude (minigpt.optimizers.MuonWithAdamW)."""
+    whose groups differ by orders of magnitude (minigpt.training.optimizers.MuonWithAdamW)."""
     if warmup_steps < 0:
         raise ValueError(f"scheduler.warmup_steps={warmup_steps} must be >= 0")
     if decay_steps < 1:
@@ -108,10 +110,15 @@ def warmup_stable_decay(
         raise ValueError(f"scheduler.cooldown={cooldown} must be in (0, 1]: a share of steps")
     if not 0.0 <= final_ratio <= 1.0:
         raise ValueError(f"scheduler.final_ratio={final_ratio} must be in [0, 1]")
-    warmup_steps = fitted_warmup(warmup_steps, decay_steps)
-    return LambdaLR(
+    decay_start = decay_steps * (1.0 - cooldown)
+    warmup_steps = fitted_warmup(warmup_steps, decay_start, decay_steps)
+    scheduler = LambdaLR(
         optimizer,
         lambda step: warmup_stable_decay_factor(
             step, warmup_steps, decay_steps, cooldown, final_ratio
         ),
     )
+    # the last step of the stable phase: checkpointed as decay_start.ckpt, the state a
+    # longer run continues from (minigpt.training.run.LastCheckpoint)
+    scheduler.stable_until = math.floor(decay_start)
+    return scheduler

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +153,7 @@ class CausalSelfAttention(nn.Module):
         self.kv_cache: KVCache | None
         self.register_module("kv_cache", None)
         # keep_weights: the next forward computes the softmax written out and keeps it in
-        # `weights` (B, nh, T, S), for looking at (minigpt.inspection); off, it costs nothing
+        # `weights` (B, nh, T, S), for looking at (minigpt.core.inspection); off, it costs nothing
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
@@ -385,15 +384,6 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> GPT:
-        """The model of a local Hugging Face transformers directory (GPT-2, GPT-NeoX or
-        Llama whose settings this model computes), in eval mode. The conversion and its
-        `transformers` import live in minigpt.convert."""
-        from minigpt.convert import load_hf
-
-        return load_hf(directory)
-
     def num_parameters(self, embeddings: bool = True) -> int:
         """Parameters counted once (the tied head is the embedding); without embeddings,
         those of the token and position tables left out (Kaplan et al.'s N), an untied
@@ -406,12 +396,16 @@ class GPT(nn.Module):
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward and backward) at full context: 6 N for the
-        matrix products of N parameters (position embeddings excluded) plus 12 L H Q T for
-        attention (PaLM, appendix B; L layers, H heads, Q head size, T block_size)."""
+        matrix products of N parameters plus 12 L H Q T for attention (PaLM, appendix B; L
+        layers, H heads, Q head size, T block_size). Tables that are looked up, not
+        multiplied (position embeddings; the token embedding when the head is untied), are
+        not in N; a tied token embedding is, once, as the head."""
         c = self.config
         n = self.num_parameters()
         if isinstance(self.positions, LearnedPositions):
             n -= self.positions.wpe.weight.numel()
+        if not c.tie_weights:
+            n -= self.wte.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * c.block_size
 
     def forward(
@@ -455,7 +449,7 @@ class GPT(nn.Module):
 
     def enable_kv_cache(self, batch_size: int) -> None:
         """Gives every attention layer an empty KV cache for batch_size sequences of up to
-        block_size positions, on the model's device and dtype (see minigpt.sampling)."""
+        block_size positions, on the model's device and dtype (see minigpt.core.sampling)."""
         weight = self.wte.weight
         for block in self.blocks:
             block.attn.kv_cache = KVCache(batch_size, self.config, weight.device, weight.dtype)

@@ -27,16 +27,6 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
-def is_integer(value) -> bool:
-    """An int, and not a bool (which Python counts as one): for checking option values."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """An int or a float, and not a bool: for checking option values."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def user_error(err: BaseException) -> str | None:
     """The one-line message of an error that bad input caused, else None. Hydra wraps what a
     config's constructor raised (InstantiationException, its cause the error itself);

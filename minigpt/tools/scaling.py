@@ -1,5 +1,5 @@
 """A scaling study's report: final val/bpb against model size and training compute, and the
-power law L(N) = a·N^-α + c fitted to it (`python -m minigpt.sweep_report <dir> --scaling`,
+power law L(N) = a·N^-α + c fitted to it (`python -m minigpt.tools.sweep_report <dir> --scaling`,
 after `python train.py experiment=scaling`).
 
 N is the non-embedding parameter count (Kaplan et al. 2020's convention); compute is the

@@ -1,4 +1,4 @@
-"""A report of a Hydra multirun: `python -m minigpt.sweep_report outputs/<date>/<time>`.
+"""A report of a Hydra multirun: `python -m minigpt.tools.sweep_report outputs/<date>/<time>`.
 
 Writes `report.md` and `report.csv` (one row per job: its overrides, best val/loss, val/bpb,
 steps, wall time, checkpoint; best first) and `val_curves.png` (every finished job's
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from minigpt.scaling import scaling_report
+from minigpt.tools.scaling import scaling_report
 
 COLUMNS = [
     "job",
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scaling",
         action="store_true",
-        help="also fit L(N) = a N^-alpha + c to final val/bpb (minigpt.scaling): scaling.png/.md",
+        help="also fit L(N) = a N^-alpha + c to final val/bpb: scaling.png, scaling.md",
     )
     args = parser.parse_args(argv)
     try:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from minigpt.cli import is_integer, is_number
-from minigpt.model import GPT
+from minigpt.core.model import GPT
+from minigpt.core.options import is_integer, is_number
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:

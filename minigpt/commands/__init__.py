@@ -1,0 +1,40 @@
+"""The top floor: the commands a user runs. `minigpt <command> [Hydra overrides]`, or the
+scripts train.py, sample.py, eval.py, export.py and explain.py beside conf/."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+# conf/ beside the package (the project is installed editable: `make` does so)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# command -> the module and function that runs it (each reads its overrides from sys.argv)
+COMMANDS = {
+    "train": ("minigpt.commands.train", "cli"),
+    "sample": ("minigpt.commands.sample", "main"),
+    "eval": ("minigpt.commands.eval", "main"),
+    "export": ("minigpt.commands.export", "main"),
+    "explain": ("minigpt.commands.explain", "main"),
+    "sweep-report": ("minigpt.tools.sweep_report", "main"),
+}
+USAGE = f"usage: minigpt {{{'|'.join(COMMANDS)}}} [overrides or options]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `minigpt` console command: runs one command with the rest of the arguments,
+    importing only that command's module."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    module, function = COMMANDS[name]
+    sys.argv = [f"minigpt {name}", *rest]
+    result = getattr(importlib.import_module(module), function)()
+    if isinstance(result, int):  # sweep-report's exit status
+        sys.exit(result)

@@ -1,0 +1,51 @@
+"""The prompt a command was given: as text with escapes, or from a file, and encoded for
+the model (sample.py and explain.py)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """`\\n`, `\\t`, `\\r` and `\\\\` as the characters they name: a command line cannot
+    hold a line break, and Hydra keeps a backslash and the letter after it as they are.
+    Any other backslash stays."""
+    return re.sub(r"\\([ntr\\])", lambda m: ESCAPES[m.group(1)], text)
+
+
+def read_prompt(cfg: DictConfig) -> str:
+    if cfg.prompt_file:
+        path = Path(cfg.prompt_file)
+        if path.is_dir():
+            raise ValueError(f"prompt_file={path} is a directory, not a text file")
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt_file={path} does not exist")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"prompt_file={path} is not UTF-8 text") from None
+    return unescape(str(cfg.prompt))
+
+
+def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
+    """The prompt's ids. An empty prompt starts from the end-of-text token (BPE) or after a
+    line break (characters); neither is printed. A prompt longer than the context is kept
+    whole, with a warning: the model sees its end."""
+    eot = getattr(tokenizer, "eot_id", None)
+    if prompt:
+        ids = tokenizer.encode(prompt)
+    else:
+        ids = [eot] if eot is not None else tokenizer.encode("\n")
+    if len(ids) > block_size:
+        print(
+            f"warning: the prompt has {len(ids)} tokens, more than the model's context "
+            f"(block_size={block_size}): the model sees its last {block_size}",
+            file=sys.stderr,
+        )
+    return ids

@@ -1,0 +1,233 @@
+"""Train a GPT: `python train.py [overrides]` (Hydra; see conf/train.yaml and the README).
+
+Checks the config and the run directory, builds the data, model and Trainer, fits (resuming
+from `ckpt_path=<file>|last` if given) and reports: checkpoints, logs and metrics.json under
+the run's output directory, a sample from the best checkpoint, and the optimized metric as
+the return value (for sweepers).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.commands import CONFIG_DIR
+from minigpt.commands.console import JobFailed, exit_on_user_error, in_multirun, quiet_lightning
+from minigpt.core.checkpoint import load_checkpoint
+from minigpt.core.sampling import sample_texts, unencodable
+from minigpt.core.threads import set_cpu_threads
+from minigpt.core.tokenizers import tokenizer_from_dict
+from minigpt.tools.convert import load_pretrained
+from minigpt.training import run
+from minigpt.training.callbacks.progress_bar import LoggingStepProgressBar
+from minigpt.training.callbacks.stop_at_val_loss import StopAtValLoss
+from minigpt.training.config_checks import check_config
+from minigpt.training.module import GPTLightningModule
+from minigpt.training.precision import auto_precision
+from minigpt.training.run import AtomicCheckpointIO, GracefulStop, RunInterrupted, RunReport
+from minigpt.training.summary import run_header, summary
+
+log = logging.getLogger(__name__)
+OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+run.register_run_subdir()
+quiet_lightning()
+# a resumed run writes into its own checkpoint directory
+warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+# expected here: debug=overfit_batch's data is a stream; a run started from another run's
+# checkpoint writes into its own directory
+warnings.filterwarnings("ignore", ".*overfit but enabled train dataloader shuffling")
+warnings.filterwarnings("ignore", ".*The dirpath has changed from")
+warnings.filterwarnings("ignore", ".*is smaller than the logging interval")
+# a diverged run's NaN val/loss, which MeanMetric warns about (the run reports its
+# divergence itself)
+warnings.filterwarnings("ignore", "Encountered `nan` values in tensor")
+
+
+def plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def build(
+    cfg: DictConfig, datamodule: L.LightningDataModule | None = None
+) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
+    """Data module, LightningModule and Trainer from a composed config (the data module
+    from cfg.data unless one is given: it needs vocab_size, tokenizer, tokens_per_byte)."""
+    pretrained, model_config = None, plain(cfg.model)
+    if cfg.get("init_from"):  # fine-tuning: the directory's architecture and vocabulary
+        pretrained, tokenizer_dict = load_pretrained(cfg.init_from)
+        if cfg.model.block_size > pretrained.config.block_size:
+            raise ValueError(
+                f"model.block_size={cfg.model.block_size} exceeds the context of "
+                f"init_from={cfg.init_from} ({pretrained.config.block_size}): set "
+                f"model.block_size={pretrained.config.block_size} or less"
+            )
+        kept = ("dropout", "attention", "activation_checkpointing")  # how it trains, not what
+        model_config = pretrained.config.to_dict() | {k: model_config[k] for k in kept}
+        if datamodule is None:
+            datamodule = instantiate(cfg.data, tokenizer=tokenizer_dict, _convert_="all")
+    if datamodule is None:
+        datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    tokenizer = datamodule.tokenizer
+    batch_tokens = cfg.data.batch_size * cfg.model.block_size
+    module = GPTLightningModule(
+        model=model_config | {"vocab_size": datamodule.vocab_size},
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler),
+        tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
+        compile=cfg.compile,
+        compile_mode=cfg.compile_mode,
+        seed=cfg.seed,
+        val_tokens_per_byte=datamodule.tokens_per_byte("val"),
+        tokens_per_batch=batch_tokens,
+    )
+    if pretrained is not None:
+        module.model.load_state_dict(pretrained.state_dict())
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if not loggers:  # nothing to write learning rates to (LearningRateMonitor would refuse)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.stop_at_val_loss is not None:
+        callbacks.append(StopAtValLoss(cfg.stop_at_val_loss))
+    accumulate = cfg.trainer.accumulate_grad_batches
+    if cfg.trainer.enable_progress_bar:
+        # redrawn (and so reading values from the device) on logging steps only
+        callbacks.append(
+            LoggingStepProgressBar(cfg.trainer.log_every_n_steps * accumulate, accumulate)
+        )
+    callbacks.append(GracefulStop())
+    interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int):
+        # a run shorter than the interval still ends with a validation (and a val/loss)
+        interval = min(interval, cfg.trainer.max_steps)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        # Lightning counts batches; the config counts optimizer steps
+        val_check_interval=interval * accumulate if isinstance(interval, int) else interval,
+        plugins=[AtomicCheckpointIO()],
+    )
+    if cfg.trainer.get("overfit_batches"):
+        # Lightning's overfit_batches also limits validation to that many batches; keep the
+        # config's limit (debug=overfit_batch: 0, no validation of a memorized batch)
+        trainer.limit_val_batches = cfg.trainer.limit_val_batches
+    tokens_per_step = trainer.world_size * accumulate * batch_tokens
+    source = OmegaConf.to_container(cfg, resolve=False)
+    report = RunReport(
+        plain(cfg), source, cfg.paths.output_dir, tokens_per_step, cfg.stop_at_val_loss
+    )
+    trainer.callbacks.insert(0, report)  # records a validation before it is checkpointed
+    return datamodule, module, trainer
+
+
+def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: str | None):
+    sample = cfg.sample
+    if sample.num_samples <= 0:
+        return
+    if best_checkpoint:
+        model, tokenizer = load_checkpoint(best_checkpoint)
+    else:
+        model = module.model.cpu().eval()
+        tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
+    if problem := unencodable(tokenizer, sample.prompt):
+        log.warning(f"no sample: sample.prompt={sample.prompt!r}: {problem}")
+        return
+    texts = sample_texts(
+        model,
+        tokenizer,
+        sample.prompt,
+        sample.max_new_tokens,
+        sample.num_samples,
+        cfg.seed,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+    )
+    for text in texts:
+        print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
+        print(text)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fits the model described by cfg (resuming from cfg.ckpt_path if set); returns
+    cfg.optimized_metric."""
+    check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = run.resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    if conflict := run.run_dir_conflict(output_dir, ckpt_path):
+        raise ValueError(conflict)
+    run.check_writable(output_dir, "paths.output_dir")
+    run.check_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
+    if ckpt_path is not None:
+        run.check_resume(ckpt_path, OmegaConf.to_container(cfg, resolve=False))
+        log.info(f"resuming from {ckpt_path}")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():  # how float32 matmuls run on a GPU (32-true runs)
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    datamodule, module, trainer = build(cfg)
+    threads = set_cpu_threads(cfg.threads, processes=trainer.num_devices)
+    if trainer.is_global_zero:
+        log.info(run_header(cfg, datamodule, module, trainer, threads))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RunInterrupted as stop:
+        if trainer.is_global_zero:
+            log.info(
+                f"{stop} at step {trainer.global_step}, saved in {output_dir}/checkpoints/"
+                f"last.ckpt; resume with:\n  {run.resume_command(output_dir)}"
+            )
+        sys.exit(stop.exit_code)
+    metrics = run.find_callback(trainer, RunReport).metrics
+    if not trainer.is_global_zero:
+        return None
+    if metrics["diverged"]:
+        # +inf: the worst value for a minimizing sweeper, which records it and goes on
+        # (Optuna 2.10 refuses NaN and would stop the sweep); metrics.json says diverged
+        log.error(
+            f"run diverged (loss not finite by step {metrics['steps']}): failed, reported as inf"
+        )
+        return float("inf")
+    log.info(summary(metrics, output_dir))
+    print_samples(cfg, module, metrics["best_checkpoint"])
+    if cfg.optimized_metric == "val/loss":
+        return metrics["best_val_loss"]
+    value = trainer.callback_metrics.get(cfg.optimized_metric)
+    return float(value) if value is not None else None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        return exit_on_user_error(train)(cfg)
+    except JobFailed as failed:  # a multirun job: its directory records why
+        if not (output_dir / "metrics.json").exists():
+            run.write_json_atomically(
+                output_dir / "metrics.json", {"status": "failed", "error": str(failed)}
+            )
+        raise
+    except BaseException:
+        if not in_multirun():
+            run.remove_if_unused(output_dir, Path(cfg.paths.log_dir))
+        raise
+
+
+def cli() -> None:
+    """`python train.py [overrides]`: the checks Hydra would otherwise meet first, then the
+    Hydra application (which reads sys.argv)."""
+    run.check_run_dir_before_hydra(sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,57 @@
+"""The composed config checked before a run starts, so that bad input is one clear line:
+numeric options of the wrong type or range, and a GPU asked for where there is none."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.core.options import is_integer, is_number
+
+# option -> the smallest value it takes
+INTEGERS = {
+    "seed": 0,
+    "trainer.max_steps": 1,
+    "trainer.val_check_interval": 1,
+    "trainer.log_every_n_steps": 1,
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "data.batch_size": 1,
+    "data.num_workers": 0,
+}
+NUMBERS = {"optimizer.lr": 0.0, "trainer.gradient_clip_val": 0.0}  # null allowed for clipping
+
+
+_ABSENT = object()
+
+
+def option(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=_ABSENT)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raises a ValueError naming the first option whose value has the wrong type or range."""
+    for key, low in INTEGERS.items():
+        value = option(cfg, key)
+        if value is not _ABSENT and (not is_integer(value) or value < low):
+            raise ValueError(f"{key}={value!r} must be an integer >= {low}")
+    for key, low in NUMBERS.items():
+        value = option(cfg, key)
+        if value is _ABSENT or (value is None and key == "trainer.gradient_clip_val"):
+            continue
+        if not is_number(value) or value < low:
+            raise ValueError(f"{key}={value!r} must be a number >= {low}")
+    limit = option(cfg, "trainer.limit_val_batches")
+    if not is_number(limit) or limit < 0:
+        raise ValueError(
+            f"trainer.limit_val_batches={limit!r} must be a batch count or a fraction in [0, 1]"
+        )
+    threads = option(cfg, "threads")
+    if threads not in ("auto", _ABSENT) and (not is_integer(threads) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be auto or an integer >= 1")
+    accelerator = str(option(cfg, "trainer.accelerator"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: "
+            "use trainer=cpu (or trainer.accelerator=auto)"
+        )
