@@ -69,7 +69,10 @@ def test_a_warmup_longer_than_the_run_is_cut_to_a_tenth_of_it(caplog):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with caplog.at_level("WARNING", logger="minigpt.training.schedules"):
         got = lrs(warmup_cosine(opt, warmup_steps=100, decay_steps=50, min_lr=1e-4), 60)
-    assert "warmup_steps=100 does not end before the decay starts at step 50 of decay_steps=50" in caplog.text
+    assert (
+        "warmup_steps=100 does not end before the decay starts at step 50 of decay_steps=50"
+        in caplog.text
+    )
     assert "over 5 steps" in caplog.text
     assert got[:6] == pytest.approx([1e-3 * (i + 1) / 6 for i in range(5)] + [1e-3])
     assert got[50:] == pytest.approx([1e-4] * 10)
