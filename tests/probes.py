@@ -35,3 +35,14 @@ class PoisonWeights(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+class RaiseAtStep(L.Callback):
+    """Raises a ValueError before training step `step`: an error in the middle of training."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise ValueError(f"a failure at step {self.step}")

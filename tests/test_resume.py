@@ -139,12 +139,36 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     assert returncode == 0, output[-3000:]
     killed_at = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 10 <= killed_at < 60
+    # what a kill -9 in the middle of a write leaves: a temporary file of a dead process
+    stale = killed / "checkpoints" / f"last.ckpt.tmp-{dead_pid()}"
+    stale.write_bytes(b"half a checkpoint")
     returncode, output = finish(
         start(killed, cache_dir, *variant, "ckpt_path=last", "trainer.max_steps=60")
     )
     assert returncode == 0, output[-3000:]
     metrics = assert_same_run(whole, killed)
     assert metrics["resumed_at"] == [killed_at]
+    assert not stale.exists() and f"removed {stale}" in output
+
+
+def dead_pid() -> int:
+    """The process id of a process that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    dead = [
+        tmp_path / "checkpoints" / f"last.ckpt.tmp-{dead_pid()}",
+        tmp_path / f"metrics.json.tmp-{dead_pid()}",
+    ]
+    live = tmp_path / "checkpoints" / f"best.ckpt.tmp-{os.getpid()}"
+    for path in [*dead, live]:
+        path.write_text("partial")
+    assert sorted(run.remove_stale_temporaries(tmp_path)) == sorted(dead)
+    assert live.exists() and not any(p.exists() for p in dead)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +215,42 @@ def test_resume_refuses_a_changed_model_and_a_missing_checkpoint(compose_train, 
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: there is no"):
         compose_and_train = compose_train(*LONG_RUN, "ckpt_path=last", output_dir=tmp_path / "new")
         train_script.train(compose_and_train)
+
+
+def test_extending_a_run_continues_its_learning_rate(compose_train, tmp_path):
+    """A finished WSD run cannot be extended from its end (its lr decayed to 0 would be
+    warmed up again), nor a cosine run mid-decay; extended from decay_start.ckpt (the end of
+    WSD's stable phase) in a new directory, the run is the one planned longer, bit for bit;
+    a cosine run continues at its final lr with the schedule it had."""
+    tiny = (*LONG_RUN[:1], *LONG_RUN[3:], "logger=none", "trainer.val_check_interval=10")
+
+    def train(run_dir, *overrides):
+        return train_script.train(compose_train(*tiny, *overrides, output_dir=tmp_path / run_dir))
+
+    train("short", "trainer.max_steps=20")
+    decay_start = tmp_path / "short" / "checkpoints" / "decay_start.ckpt"
+    assert torch.load(decay_start, weights_only=True)["global_step"] == 10
+    finished = (tmp_path / "short" / "metrics.json").read_text()
+    with pytest.raises(ValueError, match="hidden would jump from 0 to 0.05"):
+        train("short", "ckpt_path=last", "trainer.max_steps=40")
+    assert (tmp_path / "short" / "metrics.json").read_text() == finished  # nothing lost
+    train("planned", "trainer.max_steps=40")
+    train("extended", f"ckpt_path={decay_start}", "trainer.max_steps=40")
+    planned, extended = (
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        for name in ("planned", "extended")
+    )
+    for key, value in planned["state_dict"].items():
+        assert torch.equal(value, extended["state_dict"][key]), key
+
+    cosine = ("scheduler=warmup_cosine", "optimizer=adamw")
+    train("cosine", *cosine, "trainer.max_steps=20")
+    with pytest.raises(ValueError, match="would jump"):
+        train("cosine", *cosine, "ckpt_path=last", "trainer.max_steps=40")
+    train("cosine", *cosine, "ckpt_path=last", "trainer.max_steps=40", "scheduler.decay_steps=20")
+    last = torch.load(tmp_path / "cosine" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 40
+    assert last["lr_schedulers"][0]["_last_lr"] == pytest.approx([1e-4] * 3)
 
 
 @pytest.mark.slow  # 18 s of DDP

@@ -33,9 +33,29 @@ def test_a_full_context_restarts_from_its_last_keep_tokens(model):
     assert out[0, 9].item() == logits[0, -1].argmax().item()
 
 
-def test_generation_runs_past_block_size_with_a_cropped_context(model):
-    out = generate(model, torch.tensor([[1] * 8]), 20, temperature=0)
-    assert out.shape == (1, 28)
+def test_generation_runs_past_block_size_with_a_cropped_context():
+    """Past block_size, each token is the argmax of the model over the context as the rule
+    says: the context grows to block_size (8), then restarts from its last block_size // 2
+    (not a window sliding by one token, which gives other tokens here)."""
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.mul_(8)  # sharper logits: greedy decoding does not settle on one token
+    out = generate(model, torch.tensor([list(range(1, 9))]), 20, temperature=0)
+
+    def greedy(next_context):
+        context, tokens = list(range(1, 9)), []
+        with torch.no_grad():
+            for _ in range(20):
+                logits, _ = model(torch.tensor([context]))
+                tokens.append(int(logits[0, -1].argmax()))
+                context = next_context(context + tokens[-1:])
+        return tokens
+
+    restarting = greedy(lambda c: c[-4:] if len(c) > 8 else c)
+    sliding = greedy(lambda c: c[-8:])
+    assert out[0, 8:].tolist() == restarting != sliding
 
 
 def test_top_k_1_and_tiny_top_p_equal_greedy(model):
@@ -53,6 +73,8 @@ def test_same_seed_same_sample(model):
     a = generate(model, prompt, 20, top_p=0.9, generator=torch.Generator().manual_seed(7))
     b = generate(model, prompt, 20, top_p=0.9, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+    other = generate(model, prompt, 20, top_p=0.9, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(a, other)  # the generator is what decides
 
 
 def test_filter_top_k_keeps_the_k_largest():

@@ -20,6 +20,7 @@ from minigpt.commands import sample as sample_script
 from minigpt.commands import train as train_script
 from minigpt.commands.console import exit_on_user_error
 from minigpt.core.checkpoint import latest_checkpoint, load_checkpoint
+from minigpt.core.threads import DEFAULT_THREADS, set_cpu_threads
 from minigpt.data import StepBatches
 from minigpt.tools import sweep_report
 from minigpt.training.callbacks import throughput
@@ -120,6 +121,37 @@ def test_bad_config_is_a_clear_error(compose_train):
     cfg = compose_train("experiment=tiny", "model.n_head=3")
     with pytest.raises(ValueError, match="n_embd=32 is not divisible by n_head=3"):
         train_script.train(cfg)
+
+
+def test_a_fraction_of_the_validation_split_is_taken_once(compose_train, caplog):
+    """limit_val_batches=0.5 validates on half of the split's windows (rounded up to whole
+    batches), not on half of that half; the run header says both."""
+    cfg = compose_train(
+        "experiment=tiny", "logger=none", "trainer.max_steps=2", "trainer.limit_val_batches=0.5"
+    )
+    datamodule, module, trainer = train_script.build(cfg)
+    windows = len(datamodule.dataset("val"))
+    half = math.ceil(windows / 2 / cfg.data.batch_size)
+    assert half >= 10  # enough batches that a second cut would show
+    with caplog.at_level("INFO"):
+        train_script.train(cfg)
+    assert f"on 50% of the split ({half} batches)" in caplog.text
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.num_val_batches == [half]
+
+
+def test_an_error_after_training_began_is_a_failure_with_its_traceback(compose_train):
+    """A ValueError from the middle of training is not bad input: it is not turned into a
+    one-line error and exit status 2, but raised with its cause."""
+    cfg = compose_train(
+        "experiment=tiny",
+        "logger=none",
+        "+callbacks.fail._target_=probes.RaiseAtStep",
+        "+callbacks.fail.step=3",
+    )
+    with pytest.raises(train_script.TrainingFailed, match="failed at step 3: ValueError") as info:
+        exit_on_user_error(train_script.train)(cfg)
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 @pytest.mark.slow  # tests/test_readme.py runs both in process
@@ -531,15 +563,22 @@ def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train, opt
     assert len(scaled) == 5 and scaled == pytest.approx(full, rel=1e-2)
 
 
-def test_gpt2_124m_preset_composes_to_124m_parameters(compose_train):
+def test_gpt2_124m_preset_composes_to_gpt2_smalls_shape(compose_train):
+    """The preset's model at the preset's vocabulary has GPT-2 small's parameters, counted
+    here from the shapes (no biases, LayerNorm gains only, tied head)."""
     from minigpt.core.model import GPT, GPTConfig
 
     cfg = compose_train("experiment=gpt2_124m")
-    config = GPTConfig(**(train_script.plain(cfg.model) | {"vocab_size": 50304}))
+    vocab = cfg.data.tokenizer.vocab_size
+    config = GPTConfig(**(train_script.plain(cfg.model) | {"vocab_size": vocab}))
     with torch.device("meta"):
         model = GPT(config)
-    assert round(model.num_parameters() / 1e6, 1) == 124.4  # GPT-2 small, vocab padded to 50304
+    V, T, L, C = vocab, 1024, 12, 768
+    per_layer = 4 * C * C + 8 * C * C + 2 * C  # attention, MLP (4x), two LayerNorm gains
+    assert model.num_parameters() == V * C + T * C + L * per_layer + C == 124_337_664
     assert cfg.optimizer.betas == [0.9, 0.95] and cfg.trainer.accumulate_grad_batches == 40
+    # ~0.5M tokens an optimizer step, as nanoGPT's GPT-2 run: 12 x 1024 x 40
+    assert cfg.data.batch_size * cfg.model.block_size * 40 == 491_520
 
 
 def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
@@ -617,8 +656,26 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
 
 
 def test_ddp_config_composes_for_many_nodes(compose_train):
-    cfg = compose_train("trainer=ddp", "trainer.num_nodes=2", "trainer.devices=8")
-    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
+    """2 nodes x 8 processes: a trainer of 16 ranks (built, not launched), whose tokens per
+    optimizer step count every rank's batch, and CPU threads shared by a node's 8."""
+    cfg = compose_train(
+        "experiment=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.num_nodes=2",
+        "trainer.devices=8",
+        "logger=none",
+    )
+    _, _, trainer = train_script.build(cfg)
+    assert trainer.world_size == 16 and trainer.num_devices == 8
+    report = next(c for c in trainer.callbacks if type(c).__name__ == "RunReport")
+    assert report.tokens_per_step == 16 * cfg.data.batch_size * cfg.model.block_size
+    try:
+        assert set_cpu_threads("auto", processes=trainer.num_devices) == max(
+            1, DEFAULT_THREADS // 8
+        )
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)
 
 
 def test_speedrun_preset_trains_with_muon_bf16_and_its_architecture(compose_train, tmp_path):

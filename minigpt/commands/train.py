@@ -9,6 +9,8 @@ the return value (for sweepers).
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,7 +23,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.commands import CONFIG_DIR
-from minigpt.commands.console import JobFailed, exit_on_user_error, in_multirun, quiet_lightning
+from minigpt.commands.console import (
+    JobFailed,
+    exit_on_user_error,
+    in_multirun,
+    quiet_lightning,
+    user_error,
+)
 from minigpt.core.checkpoint import load_checkpoint
 from minigpt.core.sampling import sample_texts, unencodable
 from minigpt.core.threads import set_cpu_threads
@@ -33,7 +41,13 @@ from minigpt.training.callbacks.stop_at_val_loss import StopAtValLoss
 from minigpt.training.config_checks import check_config
 from minigpt.training.module import GPTLightningModule
 from minigpt.training.precision import auto_precision
-from minigpt.training.run import AtomicCheckpointIO, GracefulStop, RunInterrupted, RunReport
+from minigpt.training.run import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    RunInterrupted,
+    RunReport,
+    ScheduleContinues,
+)
 from minigpt.training.summary import run_header, summary
 
 log = logging.getLogger(__name__)
@@ -50,6 +64,11 @@ warnings.filterwarnings("ignore", ".*is smaller than the logging interval")
 # a diverged run's NaN val/loss, which MeanMetric warns about (the run reports its
 # divergence itself)
 warnings.filterwarnings("ignore", "Encountered `nan` values in tensor")
+
+
+class TrainingFailed(RuntimeError):
+    """An error raised once training steps had begun: reported with its traceback, never
+    as a one-line bad-input error."""
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -104,7 +123,7 @@ def build(
         callbacks.append(
             LoggingStepProgressBar(cfg.trainer.log_every_n_steps * accumulate, accumulate)
         )
-    callbacks.append(GracefulStop())
+    callbacks += [GracefulStop(), ScheduleContinues()]
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int):
         # a run shorter than the interval still ends with a validation (and a val/loss)
@@ -121,6 +140,12 @@ def build(
         # Lightning's overfit_batches also limits validation to that many batches; keep the
         # config's limit (debug=overfit_batch: 0, no validation of a memorized batch)
         trainer.limit_val_batches = cfg.trainer.limit_val_batches
+    share = cfg.trainer.limit_val_batches
+    if isinstance(share, float) and 0.0 < share < 1.0 and not trainer.fast_dev_run:
+        # one cut, not two: as batches of the whole split, which the data module keeps and
+        # deals out to the ranks (Lightning would take the share again of each rank's part)
+        windows = len(datamodule.dataset("val"))
+        trainer.limit_val_batches = max(1, math.ceil(windows * share / cfg.data.batch_size))
     tokens_per_step = trainer.world_size * accumulate * batch_tokens
     source = OmegaConf.to_container(cfg, resolve=False)
     report = RunReport(
@@ -168,6 +193,9 @@ def train(cfg: DictConfig) -> float | None:
         raise ValueError(conflict)
     run.check_writable(output_dir, "paths.output_dir")
     run.check_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        for path in run.remove_stale_temporaries(output_dir):
+            log.info(f"removed {path}, left by a process killed while writing it")
     if ckpt_path is not None:
         run.check_resume(ckpt_path, OmegaConf.to_container(cfg, resolve=False))
         log.info(f"resuming from {ckpt_path}")
@@ -187,6 +215,14 @@ def train(cfg: DictConfig) -> float | None:
                 f"last.ckpt; resume with:\n  {run.resume_command(output_dir)}"
             )
         sys.exit(stop.exit_code)
+    except Exception as err:
+        if run.find_callback(trainer, RunReport).steps_started and user_error(err):
+            # bad input is found before the first step; an error after it is a failure,
+            # and its traceback is what tells where
+            raise TrainingFailed(
+                f"training failed at step {trainer.global_step}: {type(err).__name__}: {err}"
+            ) from err
+        raise
     metrics = run.find_callback(trainer, RunReport).metrics
     if not trainer.is_global_zero:
         return None

@@ -170,6 +170,7 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
 RESUME_MAY_CHANGE = (
     "ckpt_path",
     "trainer.max_steps",
+    "scheduler.decay_steps",  # as long as the learning rate continues (ScheduleContinues)
     "stop_at_val_loss",
     "sample",
     "paths",
@@ -213,6 +214,12 @@ def check_resume(ckpt_path: Path, source: dict) -> None:
     if saved is None:
         raise ValueError(f"{ckpt_path} holds no run record: it cannot be resumed")
     check_resume_config(saved["config"], source, ckpt_path)
+    steps = [flatten(c).get("trainer.max_steps") for c in (saved["config"], source)]
+    if steps[0] != steps[1]:
+        log.info(
+            f"extending the run from trainer.max_steps={steps[0]} to {steps[1]}: the learning "
+            "rate must continue where it is (a decayed one is not warmed up again)"
+        )
 
 
 def resume_command(output_dir: Path) -> str:
@@ -223,6 +230,50 @@ def resume_command(output_dir: Path) -> str:
         overrides = []
     args = [*overrides, "ckpt_path=last", f"hydra.run.dir={output_dir}"]
     return shlex.join(["python", "train.py", *args])
+
+
+DECAY_START = "decay_start.ckpt"
+
+
+def stable_until(trainer: L.Trainer) -> int | None:
+    """The last step before the learning rate starts to fall, for a schedule that holds it
+    (WSD's stable_until), else None."""
+    configs = trainer.lr_scheduler_configs
+    step = getattr(configs[0].scheduler, "stable_until", None) if configs else None
+    return step if step else None
+
+
+class ScheduleContinues(L.Callback):
+    """A resumed run continues the learning rate it stopped at. The schedule follows
+    trainer.max_steps, so extending a run (`ckpt_path=last trainer.max_steps=<more>`) would
+    re-warm a decayed learning rate (WSD at step 5000 of 8000: from 0 to 0.75 of its peak).
+    Such a resume is refused, saying how to extend instead: from `decay_start.ckpt`, the
+    state at the end of WSD's stable phase, in a new run directory (the longer run is then
+    the run that had been planned longer), or with the schedule the run had
+    (`scheduler.decay_steps=<its max_steps>`: the learning rate stays where it ended)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step == 0:
+            return
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            lambdas = getattr(scheduler, "lr_lambdas", None)
+            if lambdas is None:
+                continue
+            for group, base_lr, factor in zip(
+                scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True
+            ):
+                was, now = group["lr"], base_lr * factor(scheduler.last_epoch)
+                if not math.isclose(was, now, rel_tol=1e-6, abs_tol=1e-12):
+                    raise ValueError(
+                        f"cannot resume at step {step} with trainer.max_steps="
+                        f"{trainer.max_steps}: the learning rate of {group.get('name', 'a group')} "
+                        f"would jump from {was:.3g} to {now:.3g} (the schedule follows "
+                        f"trainer.max_steps). To train longer, resume from {DECAY_START} (the "
+                        f"end of WSD's stable phase) in a new run directory, or keep the "
+                        f"schedule the run had: scheduler.decay_steps=<its max_steps>"
+                    )
 
 
 # ------------------------------------------------------------------------ checkpoint files
@@ -251,6 +302,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(directory)  # the rename itself survives a power cut
         finally:
             os.close(directory)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Removes the `<name>.tmp-<pid>` files (checkpoints, metrics.json) that a writer killed
+    mid-write left in the run directory, when their process is gone; returns them."""
+    removed = []
+    for path in [*run_dir.glob("*.tmp-*"), *run_dir.glob("checkpoints/*.tmp-*")]:
+        pid = path.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def weights_are_finite(module: torch.nn.Module) -> bool:
@@ -348,6 +421,7 @@ class LastCheckpoint(_FiniteCheckpoint):
         if self._last_global_step_saved == trainer.global_step:
             return  # saved already
         due = self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0
+        due = due or trainer.global_step == stable_until(trainer)
         if self.every_n_minutes is not None and not due:
             late = time.monotonic() - self._last_time >= 60 * self.every_n_minutes
             due = trainer.strategy.broadcast(late)  # rank 0's clock decides for all
@@ -367,6 +441,9 @@ class LastCheckpoint(_FiniteCheckpoint):
 
     def save_now(self, trainer: L.Trainer) -> None:
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.global_step == stable_until(trainer):
+            # the state a longer run continues from (see ScheduleContinues)
+            trainer.save_checkpoint(Path(self.dirpath) / DECAY_START)
         self._last_global_step_saved = trainer.global_step
         self._last_time = time.monotonic()
 
@@ -514,6 +591,7 @@ class RunReport(L.Callback):
         self.train_seconds = 0.0  # in earlier sessions of this run (resumed runs)
         self.resumed_at: list[int] = []  # steps this run was resumed from
         self.interrupted: str | None = None  # the signal that stopped the run, if any
+        self.steps_started = False  # in this process: errors from now on are failures
         self.metrics: dict | None = None
         self._start = time.perf_counter()  # of this session's fit
         self._graphs_before = 0
@@ -548,6 +626,9 @@ class RunReport(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step > 0:  # restored from a checkpoint
             self.resumed_at.append(trainer.global_step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps_started = True
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("val/loss")

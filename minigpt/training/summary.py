@@ -66,8 +66,10 @@ def run_header(cfg, datamodule, module: L.LightningModule, trainer: L.Trainer, t
     elif trainer.fast_dev_run:
         validation = "one validation batch (fast_dev_run)"
     else:
-        limit = trainer.limit_val_batches
-        amount = f"{limit:.0%} of the split" if isinstance(limit, float) else f"{limit} batches"
+        share, limit = cfg.trainer.limit_val_batches, trainer.limit_val_batches
+        amount = f"{limit} batches" if isinstance(limit, int) else "the whole split"
+        if isinstance(share, float) and share < 1.0:
+            amount = f"{share:.0%} of the split ({amount})"
         validation = f"validation every {interval} steps on {amount}"
     device = trainer.strategy.root_device.type
     rows = [
