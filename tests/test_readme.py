@@ -5,7 +5,8 @@ its bash blocks, at tiny sizes, so that the README cannot drift from the code.
 `python -m minigpt.tools.sweep_report` run in this process (the same entry points the command line
 calls, without 8 s of start-up each); other lines (`RUN=$(...)`, `printf`) run in bash.
 Sizes shrink by appending overrides (TINY); the README's own values of those keys give way,
-except sweeps over them. Skipped: `make test`/`make train`/`make tensorboard` (this suite,
+except sweeps over them, and the test prints every line whose values it changed. Skipped:
+`make test`/`make train`/`make tensorboard` (this suite,
 the full 1200-step run, a server), `source` (this interpreter is the environment's) and
 `curl` (no network in tests: tinyshakespeare.txt is written locally). The NumPy proofs
 (40 s), the SLURM sweep and the scaling study (its 8 sizes, 4 steps each) run in the slow
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, call
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
@@ -76,15 +77,20 @@ def readme_commands() -> list[str]:
     ]
 
 
-def tiny_args(args: list[str], cache_dir: Path) -> list[str]:
-    """The command's arguments with the sizes of TINY (max_steps scaled: 5000 -> 5)."""
+def tiny_args(args: list[str], cache_dir: Path, changed: list[str] | None = None) -> list[str]:
+    """The command's arguments with the sizes of TINY (max_steps scaled: 5000 -> 5). Each
+    value the command gave that this replaces is added to `changed` as "key: old -> new"."""
     given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    changed = [] if changed is None else changed
     out = []
     for arg in args:
         key, _, value = arg.partition("=")
         if key == "trainer.max_steps":
             arg = f"{key}={max(4, int(value) // 1000)}"
+            changed.append(f"{key}: {value} -> {arg.partition('=')[2]}")
         elif key in TINY and "," not in value:
+            if value != TINY[key] and "--cfg" not in args:
+                changed.append(f"{key}: {value} -> {TINY[key]}")
             continue  # replaced below
         out.append(arg)
     if "trainer.max_steps" not in given:
@@ -105,22 +111,12 @@ def tiny_args(args: list[str], cache_dir: Path) -> list[str]:
     return out + [f"{k}={v}" for k, v in extra.items()] + [f"paths.cache_dir={cache_dir}"]
 
 
-def call(entry, argv: list[str]) -> int:
-    """Runs a command-line entry point in this process; its exit status."""
-    GlobalHydra.instance().clear()
-    sys.argv = argv
-    try:
-        result = entry()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    return result if isinstance(result, int) else 0
-
-
 class Readme:
     """Runs README lines one after the other in one directory, keeping shell variables."""
 
     def __init__(self, cwd: Path, cache_dir: Path):
         self.cwd, self.cache_dir, self.vars = cwd, cache_dir, {}
+        self.changed: dict[str, list[str]] = {}  # line -> the values run smaller than written
 
     def wait_for_a_free_second(self) -> None:
         """A run directory is named by the second and the process id, which is this one's
@@ -151,7 +147,9 @@ class Readme:
             words = ["python", "train.py", *shlex.split(words[2].removeprefix("ARGS="))]
         if words[:2] == ["python", "train.py"]:
             self.wait_for_a_free_second()
-            return call(train_script.cli, ["train.py", *tiny_args(words[2:], self.cache_dir)])
+            changed = self.changed.setdefault(line, [])
+            args = tiny_args(words[2:], self.cache_dir, changed)
+            return call(train_script.cli, ["train.py", *args])
         if words[:2] == ["python", "eval.py"]:
             return call(eval_script.main, ["eval.py", *words[2:]])
         if words[:2] == ["python", "explain.py"]:
@@ -226,6 +224,13 @@ def test_readme_commands_run_as_written(readme, capsys):
             assert "run done" in output.out or "--cfg" in line, f"{line}\n{output.out}"
     runs = [p.parent for p in Path("outputs").rglob("metrics.json")]
     assert len(runs) >= 20
+    # what ran smaller than written, said where the suite's summary shows it
+    changed = {line: values for line, values in readme.changed.items() if values}
+    assert changed
+    with capsys.disabled():
+        print(f"\nREADME lines run with values other than their own ({len(changed)}):")
+        for line, values in changed.items():
+            print(f"  {line[:70]}\n      {'; '.join(values)}")
 
 
 @pytest.mark.slow

@@ -475,7 +475,8 @@ def test_bf16_mixed_precision_trains_on_cpu(compose_train, tmp_path):
             "experiment=tiny", "trainer.precision=bf16-mixed", output_dir=tmp_path / "bf16"
         )
     )
-    assert math.isfinite(bf16) and abs(bf16 - fp32) < 0.1
+    # measured: |Δ| 0.0005–0.0035 over three seeds, both ~3.0 after 20 steps (from ln 83 = 4.4)
+    assert abs(bf16 - fp32) < 0.02 and fp32 < 3.3
 
 
 @pytest.mark.parametrize("log_every", [1, 50])
@@ -694,7 +695,7 @@ def test_speedrun_preset_trains_with_muon_bf16_and_its_architecture(compose_trai
     assert cfg.model.pos_encoding == "rope" and cfg.model.qk_norm
     assert cfg.trainer.precision == "bf16-mixed"
     loss = train_script.train(cfg)
-    assert loss < 2.0  # a repeated line: learnt in 30 steps
+    assert loss < 0.1  # a repeated line, learnt in 30 steps (measured: 0.020–0.024, 3 seeds)
     checkpoint = torch.load(
         tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu"
     )
