@@ -1,6 +1,7 @@
 """`python export.py [overrides]` is `minigpt export [overrides]` (minigpt.commands.export)."""
 
+from minigpt.commands import run_command
 from minigpt.commands.export import main
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,6 +1,7 @@
 """`python sample.py [overrides]` is `minigpt sample [overrides]` (minigpt.commands.sample)."""
 
+from minigpt.commands import run_command
 from minigpt.commands.sample import main
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,6 +1,7 @@
 """`python train.py [overrides]` is `minigpt train [overrides]` (minigpt.commands.train)."""
 
+from minigpt.commands import run_command
 from minigpt.commands.train import cli
 
 if __name__ == "__main__":
-    cli()
+    run_command(cli)

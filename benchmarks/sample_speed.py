@@ -73,8 +73,9 @@ def in_process(nanogpt: Path, model: GPT, tokens: int) -> dict:
         }
 
 
-def whole_process(nanogpt: Path, model: GPT, tokens: int, work: Path) -> dict:
-    """Wall time of each program's sample.py for `tokens` new tokens, as tokens/s."""
+def nanogpt_sample_dir(nanogpt: Path, work: Path, checkpoint: dict) -> None:
+    """nanoGPT's sample.py set up in work/ on `checkpoint` (out/ckpt.pt), with the 65
+    characters' vocabulary (data/bench/meta.pkl)."""
     for name in ("sample.py", "model.py", "configurator.py"):
         (work / name).write_bytes((nanogpt / name).read_bytes())
     # nanoGPT's sample.py imports tiktoken, which it uses only without a meta.pkl (there is
@@ -83,14 +84,7 @@ def whole_process(nanogpt: Path, model: GPT, tokens: int, work: Path) -> dict:
         "def get_encoding(name):\n    raise RuntimeError('tiktoken is not used here')\n"
     )
     (work / "out").mkdir()
-    torch.save(
-        {
-            "model": to_nanogpt(model.state_dict()),
-            "model_args": SHAPE | {"dropout": 0.0},
-            "config": {"dataset": "bench"},
-        },
-        work / "out" / "ckpt.pt",
-    )
+    torch.save(checkpoint | {"config": {"dataset": "bench"}}, work / "out" / "ckpt.pt")
     (work / "data" / "bench").mkdir(parents=True)
     meta = {
         "vocab_size": 65,
@@ -98,6 +92,12 @@ def whole_process(nanogpt: Path, model: GPT, tokens: int, work: Path) -> dict:
         "stoi": {c: i for i, c in enumerate(CHARS)},
     }
     (work / "data" / "bench" / "meta.pkl").write_bytes(pickle.dumps(meta))
+
+
+def whole_process(nanogpt: Path, model: GPT, tokens: int, work: Path) -> dict:
+    """Wall time of each program's sample.py for `tokens` new tokens, as tokens/s."""
+    checkpoint = {"model": to_nanogpt(model.state_dict()), "model_args": SHAPE | {"dropout": 0.0}}
+    nanogpt_sample_dir(nanogpt, work, checkpoint)
     nano_args = [
         "--out_dir=out",
         "--device=cpu",

@@ -1,16 +1,17 @@
-"""The README's commands, run as written, in order, in a scratch directory: every line of
-its bash blocks, at tiny sizes, so that the README cannot drift from the code.
+"""The commands of the README and of every page of docs/, run as written, in order, in a
+scratch directory: every line of their bash blocks, at tiny sizes, so that no page can drift
+from the code. Blocks marked `sh` are for other machines (a cluster, a GPU machine): each
+train.py line in them is composed (--cfg job), not run.
 
-`python train.py`, `sample.py`, `eval.py`, `export.py`, `explain.py` and
-`python -m minigpt.tools.sweep_report` run in this process (the same entry points the command line
-calls, without 8 s of start-up each); other lines (`RUN=$(...)`, `printf`) run in bash.
-Sizes shrink by appending overrides (TINY); the README's own values of those keys give way,
-except sweeps over them, and the test prints every line whose values it changed. Skipped:
-`make test`/`make train`/`make tensorboard` (this suite,
-the full 1200-step run, a server), `source` (this interpreter is the environment's) and
-`curl` (no network in tests: tinyshakespeare.txt is written locally). The NumPy proofs
-(40 s), the SLURM sweep and the scaling study (its 8 sizes, 4 steps each) run in the slow
-test.
+`python train.py`, `sample.py`, `eval.py`, `export.py`, `explain.py`, `minigpt <command>` and
+`python -m minigpt.tools.sweep_report` run in this process (the same entry points the command
+line calls, without seconds of start-up each); other lines (`RUN=$(...)`, `printf`) run in
+bash. Sizes shrink by appending overrides (TINY); the pages' own values of those keys give
+way, except sweeps over them, and the test prints every line whose values it changed.
+Skipped: `make test`/`make train`/`make tensorboard`/`pytest ...` (this suite, the full
+1200-step run, a server), `source` (this interpreter is the environment's) and `curl` (no
+network in tests: tinyshakespeare.txt is written locally). The NumPy proofs (40 s), the SLURM
+sweep and the scaling study (its 8 sizes, 4 steps each) run in the slow test.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ from minigpt.data.corpus import shakespeare_works
 from minigpt.tools import sweep_report
 
 README = ROOT / "README.md"
+# the README, then the pages of docs/ in the order a reader meets them: their commands run
+# one after the other in one directory, as a reader would run them
+PAGES = [
+    README,
+    *(
+        ROOT / "docs" / name
+        for name in (
+            "configuration.md",
+            "data.md",
+            "model.md",
+            "gpus.md",
+            "evaluation.md",
+            "inside.md",
+            "long-runs.md",
+            "speedrun.md",
+            "sweeps.md",
+            "figures.md",
+            "fundamentals.md",
+        )
+    ),
+]
 TINY = {
     "model.n_layer": "1",
     "model.n_embd": "32",
@@ -58,23 +80,29 @@ TINY = {
     "compile": "false",  # 6 s of compiling on a CPU (tests/test_step_path.py compiles)
 }
 SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling")
-SKIPPED = ("make test", "make tensorboard", "source ", "curl ")
+SKIPPED = ("make test", "make tensorboard", "source ", "curl ", "pytest ")
 
 
 def skipped(line: str) -> bool:
     return line.startswith(SKIPPED) or shlex.split(line, comments=True) == ["make", "train"]
 
 
-def readme_commands() -> list[str]:
-    """The lines of the README's bash blocks, continuations joined, comments kept (shlex
-    drops them)."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def readme_commands(fence: str = "bash") -> list[str]:
+    """The lines of the pages' code blocks in `fence` (bash: run here; sh: for other
+    machines), continuations joined, comments kept (shlex drops them)."""
+    pattern = rf"```{fence}\n(.*?)```"
+    blocks = [b for page in PAGES for b in re.findall(pattern, page.read_text(), flags=re.DOTALL)]
     return [
         line.strip()
         for block in blocks
         for line in block.replace("\\\n", " ").splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
+
+
+def test_every_page_of_docs_is_read():
+    assert {p.name for p in PAGES[1:]} == {p.name for p in (ROOT / "docs").glob("*.md")}
+    assert len(README.read_text().splitlines()) <= 200  # a quick start; the rest is in docs/
 
 
 def tiny_args(args: list[str], cache_dir: Path, changed: list[str] | None = None) -> list[str]:
@@ -143,6 +171,8 @@ class Readme:
             self.vars[assignment[1]] = self.bash(assignment[2]).strip()
             return 0
         words = shlex.split(self.expand(line), comments=True)
+        if words[0] == "minigpt":  # the console command: minigpt <command> = <command>.py
+            words = ["python", f"{words[1]}.py", *words[2:]]
         if words[:2] == ["make", "train"]:  # the Makefile's recipe: $(PY) train.py $(ARGS)
             words = ["python", "train.py", *shlex.split(words[2].removeprefix("ARGS="))]
         if words[:2] == ["python", "train.py"]:
@@ -233,6 +263,20 @@ def test_readme_commands_run_as_written(readme, capsys):
             print(f"  {line[:70]}\n      {'; '.join(values)}")
 
 
+def test_commands_for_other_machines_compose(readme, capsys):
+    """The `sh` blocks (a cluster, a GPU machine) are not run here, but every train.py
+    line in them composes: its arguments (a sweep's first job), with --cfg job."""
+    lines = [line for line in readme_commands("sh") if "train.py" in line]
+    assert len(lines) >= 5
+    for line in lines:
+        words = shlex.split(line.replace("$", ""), comments=True)
+        args = words[words.index("train.py") + 1 :]
+        if "-m" in args:  # a sweep composes as its first job
+            args = [re.sub(r"=([^,\[]*),.*", r"=\1", a) for a in args if a != "-m"]
+        status = call(train_script.cli, ["train.py", *args, "--cfg", "job"])
+        assert status == 0, f"{line}\n{capsys.readouterr().err[-2000:]}"
+
+
 @pytest.mark.slow
 def test_readme_slow_commands_run_as_written(readme, monkeypatch):
     """The NumPy proofs, and the sweep submitted to SLURM (tests/fake_slurm stands in)."""
@@ -241,6 +285,12 @@ def test_readme_slow_commands_run_as_written(readme, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_RECORD", str(readme.cwd / "sbatch.sh"))
     monkeypatch.setenv("FAKE_SLURM_DIR", str(readme.cwd / "slurm"))
     lines = [c for c in readme_commands() if any(s in c for s in SLOW)]
-    assert len(lines) == 5
+    assert len(lines) == 6  # the proofs twice (model.md, fundamentals.md), SLURM, scaling (3)
     for line in lines:
         assert readme.run(line) == 0, line
+
+
+def test_every_link_between_the_pages_resolves():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"

@@ -3,6 +3,7 @@ scripts train.py, sample.py, eval.py, export.py and explain.py beside conf/."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from pathlib import Path
@@ -22,9 +23,24 @@ COMMANDS = {
 USAGE = f"usage: minigpt {{{'|'.join(COMMANDS)}}} [overrides or options]"
 
 
+def run_command(function) -> None:
+    """Runs a command's entry function as this process's work, then exits with its status.
+    Before the interpreter shuts down, every object is frozen out of the garbage collector:
+    its last collections would walk all that torch and Lightning built (0.5 s after
+    `import torch`, 1.3 s after `import lightning` on 2 cores) for nothing. Buffers are
+    still flushed and exit handlers still run."""
+    try:
+        result = function()
+    finally:
+        gc.freeze()
+    if isinstance(result, int) and not isinstance(result, bool):
+        sys.exit(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `minigpt` console command: runs one command with the rest of the arguments,
-    importing only that command's module."""
+    importing only that command's module. The command sees itself as its module's script
+    (sys.argv[0]), as `python -m` would show it: DDP's worker processes restart it so."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -33,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-    module, function = COMMANDS[name]
-    sys.argv = [f"minigpt {name}", *rest]
-    result = getattr(importlib.import_module(module), function)()
-    if isinstance(result, int):  # sweep-report's exit status
-        sys.exit(result)
+    module_name, function = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sys.argv = [module.__file__, *rest]
+    run_command(getattr(module, function))

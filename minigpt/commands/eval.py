@@ -17,13 +17,12 @@ import math
 import os
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.commands import CONFIG_DIR
-from minigpt.commands.console import exit_on_user_error, quiet_lightning
+from minigpt.commands import run_command
+from minigpt.commands.console import command, exit_on_user_error, quiet_lightning
 from minigpt.core.checkpoint import open_checkpoint
 from minigpt.core.measures import bits_per_byte
 from minigpt.data.corpus import SPLITS
@@ -100,11 +99,11 @@ def evaluate(cfg: DictConfig) -> dict:
     return figures
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@command("eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -14,11 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from minigpt.commands import CONFIG_DIR
-from minigpt.commands.console import exit_on_user_error
+from minigpt.commands import run_command
+from minigpt.commands.console import command, exit_on_user_error
 from minigpt.commands.prompts import encode_prompt, read_prompt
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.inspection import (
@@ -59,11 +58,11 @@ def explain(cfg: DictConfig) -> dict[str, Path]:
     return files
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
+@command("explain")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     explain(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -15,11 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from minigpt.commands import CONFIG_DIR
-from minigpt.commands.console import exit_on_user_error
+from minigpt.commands import run_command
+from minigpt.commands.console import command, exit_on_user_error
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.tools.convert import export_hf, hf_architecture
 
@@ -48,11 +47,11 @@ def export(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@command("export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import sys
 import time
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from minigpt.commands import CONFIG_DIR
-from minigpt.commands.console import exit_on_user_error
+from minigpt.commands import run_command
+from minigpt.commands.console import command, exit_on_user_error
 from minigpt.commands.prompts import encode_prompt, read_prompt, unescape
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.sampling import check_sampling_args, generate_tokens
@@ -112,7 +111,7 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
     return [prompt + text for text in texts]
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+@command("sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     texts = sample(cfg)
@@ -122,4 +121,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.commands import CONFIG_DIR
+from minigpt.commands import CONFIG_DIR, run_command
 from minigpt.commands.console import (
     JobFailed,
     exit_on_user_error,
@@ -266,4 +266,4 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    run_command(cli)

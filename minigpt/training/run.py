@@ -6,7 +6,10 @@ signals that stop it and its record (metrics.json). Every guarantee a run makes 
   entered to resume it; a run that stopped on bad input leaves no directory behind.
 - **Resuming.** `ckpt_path=last|<file>` continues a run bit-identically: the config must equal
   the checkpoint's but for RESUME_MAY_CHANGE; every callback's state (the record, the step
-  timer, the checkpoints' bookkeeping) travels in the checkpoint.
+  timer, the checkpoints' bookkeeping) travels in the checkpoint; the learning rate continues
+  where it was (ScheduleContinues). The rest of the guarantee lives with what it is about:
+  training batch i of rank r is drawn from (seed, r, i) (minigpt.data.StepBatches), and
+  dropout in that batch is seeded the same way (GPTLightningModule.on_train_batch_start).
 - **Checkpoint files.** `best.ckpt` and `last.ckpt` are written atomically (a kill at any
   moment leaves the previous file whole; temporary files a kill left are removed at the next
   start), at optimizer-step ends only, never with weights that are not finite.
