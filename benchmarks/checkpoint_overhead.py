@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lightning as L  # noqa: E402
-import train as train_script  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from minigpt.commands import train as train_script  # noqa: E402
 from minigpt.training.run import AtomicCheckpointIO  # noqa: E402
 
 SAVE_SECONDS: list[float] = []

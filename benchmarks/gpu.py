@@ -143,8 +143,7 @@ def quality_overrides(smoke: bool, data: str | None, target: float, extra: list[
 def throughput_worker(args) -> None:
     """Ours: GPT-2 124M on random tokens through train.build and Lightning's fit; prints one
     JSON line with the step times StepTimer measured."""
-    import train as train_script
-
+    from minigpt.commands import train as train_script
     from minigpt.training.callbacks.step_timer import StepTimer
     from minigpt.training.callbacks.throughput import peak_flops
 
