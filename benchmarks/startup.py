@@ -1,7 +1,7 @@
 """Start-up, measured as whole processes side by side: what a command costs before it works.
 
     python benchmarks/startup.py --nanogpt path/to/nanoGPT [--data tinyshakespeare.txt]
-        [--repeats 5]
+        [--repeats 5] [--before an/earlier/checkout]
 
 Rows, each the median of --repeats runs, the programs alternating who goes first:
 - `python sample.py max_new_tokens=1` on a checkpoint of the default model (written by
@@ -12,6 +12,7 @@ Rows, each the median of --repeats runs, the programs alternating who goes first
   launch to the start of the first training step (a callback prints the clock there), and
   the whole process of a 1-step run;
 - the floors: `python -c "import torch"` and `python -c "import lightning"`.
+With --before, an earlier checkout's sample.py and train.py run in the same rounds.
 """
 
 from __future__ import annotations
@@ -82,12 +83,20 @@ def main() -> None:
         "--data", type=Path, default=ROOT.parent / "shared/data/tinyshakespeare.txt"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another minigpt checkout (an earlier commit) whose train.py and sample.py run "
+        "beside this one's, in this environment",
+    )
     args = parser.parse_args()
     if not (args.nanogpt / "sample.py").is_file():
         sys.exit(f"error: {args.nanogpt} is not a nanoGPT checkout (no sample.py)")
     if not args.data.is_file():
         sys.exit(f"error: --data {args.data} does not exist: pass a text file")
     python = sys.executable
+    roots = {"minigpt": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         nano = work / "nanogpt"
@@ -95,22 +104,11 @@ def main() -> None:
         nanogpt_checkpoint(args.nanogpt.resolve(), nano)
         (work / "startup_probe.py").write_text(PROBE)
         cache = f"paths.cache_dir={work / 'cache'}"
-        wall(  # the default model's checkpoint, and the embedded corpus tokenized
-            [
-                python,
-                str(ROOT / "train.py"),
-                "trainer.max_steps=1",
-                "sample.num_samples=0",
-                "logger=none",
-                cache,
-                f"hydra.run.dir={work / 'default'}",
-            ],
-            work,
-        )
-        ckpt = work / "default" / "checkpoints" / "last.ckpt"
+        default = ["trainer.max_steps=1", "sample.num_samples=0", "logger=none", cache]
+        # the default model's checkpoint (and the embedded corpus tokenized)
+        wall([python, str(ROOT / "train.py"), *default, f"hydra.run.dir={work / 'd'}"], work)
+        ckpt = work / "d" / "checkpoints" / "last.ckpt"
         speedrun = [
-            python,
-            str(ROOT / "train.py"),
             "experiment=speedrun_cpu",
             f"data.paths=[{args.data}]",
             "trainer.max_steps=1",
@@ -119,36 +117,30 @@ def main() -> None:
             "+callbacks.first_step._target_=startup_probe.FirstStep",
         ]
         env = {**os.environ, "PYTHONPATH": str(work)}
-        wall([*speedrun, f"hydra.run.dir={work / 'warm'}"], work, env)  # tokenizes --data
-        rows: dict[str, list[float]] = {}
+        train = [python, str(ROOT / "train.py"), *speedrun]
+        wall([*train, f"hydra.run.dir={work / 'warm'}"], work, env)  # tokenizes --data
+        nanogpt_sample = [python, "sample.py", "--out_dir=out", "--device=cpu"]
+        nanogpt_sample += ["--compile=False", "--num_samples=1", "--max_new_tokens=1"]
         for i in range(args.repeats):
-            sample_pair = [
+            samples = [("nanoGPT sample.py", nanogpt_sample, nano)] + [
                 (
-                    "minigpt sample.py",
-                    [python, str(ROOT / "sample.py"), f"ckpt_path={ckpt}", "max_new_tokens=1"],
+                    f"{name} sample.py",
+                    [python, str(root / "sample.py"), f"ckpt_path={ckpt}", "max_new_tokens=1"],
                     work,
-                ),
-                (
-                    "nanoGPT sample.py",
-                    [
-                        python,
-                        "sample.py",
-                        "--out_dir=out",
-                        "--device=cpu",
-                        "--compile=False",
-                        "--num_samples=1",
-                        "--max_new_tokens=1",
-                    ],
-                    nano,
-                ),
+                )
+                for name, root in roots.items()
             ]
-            for name, command, cwd in sample_pair if i % 2 == 0 else sample_pair[::-1]:
+            for name, command, cwd in samples if i % 2 == 0 else samples[::-1]:
                 rows.setdefault(name, []).append(wall(command, cwd)[0])
-            start = time.time()
-            seconds, out = wall([*speedrun, f"hydra.run.dir={work / f'run{i}'}"], work, env)
-            first = float(re.search(r"FIRST_STEP (\d+\.\d+)", out)[1])  # beside the bar
-            rows.setdefault("speedrun_cpu: launch to first step", []).append(first - start)
-            rows.setdefault("speedrun_cpu: 1-step run, whole process", []).append(seconds)
+            for name, root in list(roots.items())[:: 1 if i % 2 == 0 else -1]:
+                run_dir = f"hydra.run.dir={work / f'{name}{i}'}"
+                start = time.time()
+                seconds, out = wall([python, str(root / "train.py"), *speedrun, run_dir], work, env)
+                first = float(re.search(r"FIRST_STEP (\d+\.\d+)", out)[1])  # beside the bar
+                rows.setdefault(f"{name} speedrun_cpu: launch to first step", []).append(
+                    first - start
+                )
+                rows.setdefault(f"{name} speedrun_cpu: 1-step run", []).append(seconds)
             for floor in ("torch", "lightning"):
                 rows.setdefault(f"python -c 'import {floor}'", []).append(
                     wall([python, "-c", f"import {floor}"], work)[0]
@@ -157,13 +149,15 @@ def main() -> None:
     print(f"whole processes, medians of {args.repeats} (seconds)")
     for name, value in medians.items():
         print(f"  {name:42}{value:7.2f}")
-    ratio = medians["minigpt sample.py"] / medians["nanoGPT sample.py"]
-    print(f"  minigpt sample.py / nanoGPT sample.py: {ratio:.2f}x")
+    for name in roots:
+        ratio = medians[f"{name} sample.py"] / medians["nanoGPT sample.py"]
+        print(f"  {name} sample.py / nanoGPT sample.py: {ratio:.2f}x")
     print(
         json.dumps(
             {
                 "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
                 "torch": torch.__version__,
+                "before": str(args.before),
                 "repeats": args.repeats,
                 "median_s": {k: round(v, 3) for k, v in medians.items()},
                 "all_s": {k: [round(t, 3) for t in v] for k, v in rows.items()},

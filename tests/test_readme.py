@@ -195,10 +195,9 @@ class Readme:
             return call(sample_script.main, ["sample.py", *args, "max_new_tokens=8"])
         if words[:3] == ["python", "-m", "minigpt.tools.sweep_report"]:
             return sweep_report.main(words[3:])
-        if words[:3] == ["python", "-m", "minigpt.fundamentals"]:
-            env = os.environ | {"PYTHONPATH": str(ROOT)}
+        if words[:3] == ["python", "-m", "minigpt.fundamentals"]:  # the installed package
             command = [sys.executable, *words[1:]]
-            return subprocess.run(command, cwd=self.cwd, env=env, timeout=300).returncode
+            return subprocess.run(command, cwd=self.cwd, timeout=300).returncode
         if words[0] == "python":
             raise AssertionError(f"the README runs a command this test does not know: {line}")
         self.bash(self.expand(line))
