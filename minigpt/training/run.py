@@ -10,9 +10,10 @@ signals that stop it and its record (metrics.json). Every guarantee a run makes 
   where it was (ScheduleContinues). The rest of the guarantee lives with what it is about:
   training batch i of rank r is drawn from (seed, r, i) (minigpt.data.StepBatches), and
   dropout in that batch is seeded the same way (GPTLightningModule.on_train_batch_start).
-- **Checkpoint files.** `best.ckpt` and `last.ckpt` are written atomically (a kill at any
-  moment leaves the previous file whole; temporary files a kill left are removed at the next
-  start), at optimizer-step ends only, never with weights that are not finite.
+- **Checkpoint files.** `best.ckpt`, `last.ckpt` and (WSD) `decay_start.ckpt` are written
+  atomically (a kill at any moment leaves the previous file whole; temporary files a kill
+  left are removed at the next start), at optimizer-step ends only, never with weights that
+  are not finite.
 - **Signals.** Ctrl-C, SIGTERM and SLURM's requeue signal stop the run at the end of the next
   optimizer step, after writing last.ckpt; the process exits 128 + the signal number with the
   command that resumes it.
