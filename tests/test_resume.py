@@ -217,7 +217,7 @@ def test_resume_refuses_a_changed_model_and_a_missing_checkpoint(compose_train, 
         train_script.train(compose_and_train)
 
 
-def test_extending_a_run_continues_its_learning_rate(compose_train, tmp_path):
+def test_extending_a_run_continues_its_learning_rate(compose_train, tmp_path, caplog):
     """A finished WSD run cannot be extended from its end (its lr decayed to 0 would be
     warmed up again), nor a cosine run mid-decay; extended from decay_start.ckpt (the end of
     WSD's stable phase) in a new directory, the run is the one planned longer, bit for bit;
@@ -227,7 +227,9 @@ def test_extending_a_run_continues_its_learning_rate(compose_train, tmp_path):
     def train(run_dir, *overrides):
         return train_script.train(compose_train(*tiny, *overrides, output_dir=tmp_path / run_dir))
 
-    train("short", "trainer.max_steps=20")
+    with caplog.at_level("INFO"):
+        train("short", "trainer.max_steps=20")
+    assert "weights_only" not in caplog.text  # written whole, without Lightning's notice
     decay_start = tmp_path / "short" / "checkpoints" / "decay_start.ckpt"
     assert torch.load(decay_start, weights_only=True)["global_step"] == 10
     finished = (tmp_path / "short" / "metrics.json").read_text()

@@ -447,7 +447,7 @@ class LastCheckpoint(_FiniteCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         if trainer.global_step == stable_until(trainer):
             # the state a longer run continues from (see ScheduleContinues)
-            trainer.save_checkpoint(Path(self.dirpath) / DECAY_START)
+            trainer.save_checkpoint(Path(self.dirpath) / DECAY_START, weights_only=False)
         self._last_global_step_saved = trainer.global_step
         self._last_time = time.monotonic()
 
