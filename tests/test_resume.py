@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -137,6 +138,10 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     kill_after_checkpoints(longer, killed, seed=len(variant))
     returncode, output = finish(uninterrupted)
     assert returncode == 0, output[-3000:]
+    # every validation is in train.log, not on the terminal (the progress bar shows it)
+    log = (whole / "train.log").read_text()
+    assert [f"validation at step {s}: val/loss" in log for s in (20, 40, 60)] == [True] * 3
+    assert "validation at step" not in output
     killed_at = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 10 <= killed_at < 60
     # what a kill -9 in the middle of a write leaves: a temporary file of a dead process
@@ -149,6 +154,24 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     metrics = assert_same_run(whole, killed)
     assert metrics["resumed_at"] == [killed_at]
     assert not stale.exists() and f"removed {stale}" in output
+    # the arguments of both starts, the first and the resume
+    starts = [json.loads(line) for line in (killed / "starts.jsonl").read_text().splitlines()]
+    assert [("ckpt_path=last" in s["args"]) for s in starts] == [False, True]
+    assert "trainer.max_steps=100000" in starts[0]["args"]
+
+
+def test_the_resume_command_is_the_way_the_run_was_started(monkeypatch, tmp_path):
+    """Pasting it works whether the run came from make, the minigpt command or an
+    interpreter that is not on PATH."""
+    monkeypatch.delenv("MAKELEVEL", raising=False)
+    monkeypatch.setattr(sys, "argv", ["train.py", "model.n_layer=2"])
+    assert run.resume_command(tmp_path).startswith(f"{sys.executable} train.py ckpt_path=last")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "minigpt/commands/train.py")])
+    minigpt = str(Path(sys.executable).parent / "minigpt")
+    assert run.resume_command(tmp_path).startswith(f"{minigpt} train ckpt_path=last")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    command = run.resume_command(tmp_path)
+    assert command == f"make train ARGS='ckpt_path=last hydra.run.dir={tmp_path}'"
 
 
 def dead_pid() -> int:

@@ -199,6 +199,8 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path is not None:
         run.check_resume(ckpt_path, OmegaConf.to_container(cfg, resolve=False))
         log.info(f"resuming from {ckpt_path}")
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        run.record_start(output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():  # how float32 matmuls run on a GPU (32-true runs)
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)

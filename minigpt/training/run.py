@@ -54,6 +54,8 @@ from minigpt.training.callbacks.step_timer import StepTimer
 from minigpt.training.callbacks.tensorboard import declare_hparams, log_hparam_metrics
 
 log = logging.getLogger(__name__)
+# every validation: into train.log alone (conf/hydra/default.yaml; the bar shows them)
+validations = logging.getLogger("minigpt.validations")
 
 
 # ------------------------------------------------------------------------------- directory
@@ -133,12 +135,12 @@ def check_run_dir_before_hydra(argv: list[str]) -> None:
 
 
 def remove_if_unused(run_dir: Path, log_dir: Path) -> None:
-    """Removes a failed run's directory when it holds nothing but what Hydra wrote at the
-    start (.hydra/, train.log): an empty outputs/<date>/<time>-<pid>/ per mistyped command
-    helps no one. A directory with checkpoints, logs or metrics.json stays."""
+    """Removes a failed run's directory when it holds nothing but what was written at the
+    start (.hydra/, train.log, starts.jsonl): an empty outputs/<date>/<time>-<pid>/ per
+    mistyped command helps no one. A directory with checkpoints, logs or metrics.json stays."""
     if not run_dir.is_dir() or os.environ.get("LOCAL_RANK", "0") != "0":
         return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", "starts.jsonl"}:
         shutil.rmtree(run_dir, ignore_errors=True)
         day = run_dir.parent  # outputs/<date>/, if this was its only run
         if day.parent.resolve() == log_dir.resolve() and not any(day.iterdir()):
@@ -226,14 +228,35 @@ def check_resume(ckpt_path: Path, source: dict) -> None:
         )
 
 
-def resume_command(output_dir: Path) -> str:
-    """The command line that continues this run."""
+def task_overrides() -> list[str]:
+    """The arguments this run was started with (none when Hydra's command line did not
+    start it)."""
     try:
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
-    except ValueError:  # not started by Hydra's command line
-        overrides = []
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command line that continues this run, as this run was started: through `make
+    train` (the Makefile's environment), as the `minigpt` command, or with the interpreter
+    that runs it (which may be a virtual environment's that is not on PATH)."""
+    overrides = [o for o in task_overrides() if not o.startswith("ckpt_path=")]
     args = [*overrides, "ckpt_path=last", f"hydra.run.dir={output_dir}"]
-    return shlex.join(["python", "train.py", *args])
+    if os.environ.get("MAKELEVEL"):
+        return f"make train ARGS={shlex.quote(shlex.join(args))}"
+    script = Path(sys.argv[0])
+    if script.name == "train.py" and script.parent.name == "commands":  # `minigpt train`
+        return shlex.join([str(Path(sys.executable).parent / "minigpt"), "train", *args])
+    return shlex.join([sys.executable, sys.argv[0], *args])
+
+
+def record_start(output_dir: Path) -> None:
+    """Appends this start's arguments to <run>/starts.jsonl: Hydra's .hydra/overrides.yaml
+    holds only the latest start's, and a resume would lose the first's."""
+    entry = {"time": datetime.now().isoformat(timespec="seconds"), "args": task_overrides()}
+    with open(output_dir / "starts.jsonl", "a") as starts:
+        starts.write(json.dumps(entry) + "\n")
 
 
 DECAY_START = "decay_start.ckpt"
@@ -640,6 +663,13 @@ class RunReport(L.Callback):
             return
         step = trainer.global_step
         self.val_curve = [v for v in self.val_curve if v[0] < step] + [[step, float(loss)]]
+        if trainer.is_global_zero:
+            tokens_per_byte = getattr(pl_module, "val_tokens_per_byte", 0.0)
+            bpb = f", {bits_per_byte(float(loss), tokens_per_byte):.3f} bits/byte"
+            validations.info(
+                f"validation at step {step}: val/loss {float(loss):.4f}"
+                f"{bpb if tokens_per_byte else ''}, {self.seconds_so_far:.0f} s of training"
+            )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.finish(trainer, pl_module)
