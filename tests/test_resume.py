@@ -267,6 +267,10 @@ def test_extending_a_run_continues_its_learning_rate(compose_train, tmp_path, ca
     )
     for key, value in planned["state_dict"].items():
         assert torch.equal(value, extended["state_dict"][key]), key
+    # the longer run keeps its own stable phase's end, for a run longer still
+    for name in ("planned", "extended"):
+        again = torch.load(tmp_path / name / "checkpoints" / "decay_start.ckpt", weights_only=True)
+        assert again["global_step"] == 20, name
 
     cosine = ("scheduler=warmup_cosine", "optimizer=adamw")
     train("cosine", *cosine, "trainer.max_steps=20")

@@ -264,9 +264,10 @@ DECAY_START = "decay_start.ckpt"
 
 def stable_until(trainer: L.Trainer) -> int | None:
     """The last step before the learning rate starts to fall, for a schedule that holds it
-    (WSD's stable_until), else None."""
+    (the stable_until of WSD's factor), else None."""
     configs = trainer.lr_scheduler_configs
-    step = getattr(configs[0].scheduler, "stable_until", None) if configs else None
+    lambdas = getattr(configs[0].scheduler, "lr_lambdas", []) if configs else []
+    step = getattr(lambdas[0], "stable_until", None) if lambdas else None
     return step if step else None
 
 

@@ -112,13 +112,13 @@ def warmup_stable_decay(
         raise ValueError(f"scheduler.final_ratio={final_ratio} must be in [0, 1]")
     decay_start = decay_steps * (1.0 - cooldown)
     warmup_steps = fitted_warmup(warmup_steps, decay_start, decay_steps)
-    scheduler = LambdaLR(
-        optimizer,
-        lambda step: warmup_stable_decay_factor(
-            step, warmup_steps, decay_steps, cooldown, final_ratio
-        ),
-    )
-    # the last step of the stable phase: checkpointed as decay_start.ckpt, the state a
-    # longer run continues from (minigpt.training.run.LastCheckpoint)
-    scheduler.stable_until = math.floor(decay_start)
-    return scheduler
+
+    def factor(step: int) -> float:
+        return warmup_stable_decay_factor(step, warmup_steps, decay_steps, cooldown, final_ratio)
+
+    # the last step of the stable phase: checkpointed as decay_start.ckpt, the state a longer
+    # run continues from (minigpt.training.run.LastCheckpoint). On the function, not the
+    # scheduler: a scheduler's attributes are in its state dict, and a resumed run would
+    # take the old schedule's step from the checkpoint
+    factor.stable_until = math.floor(decay_start)
+    return LambdaLR(optimizer, factor)
