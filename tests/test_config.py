@@ -130,3 +130,14 @@ def test_a_command_freezes_what_the_collector_tracks_before_the_process_ends():
         assert stop.value.code == 3 and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_key_the_command_does_not_know_is_one_line_and_status_2(command_line, capsys):
+    """sample, eval, export and explain compose their config themselves: an override that
+    names no key, or does not parse, is still Hydra's one line, exit 2."""
+    from minigpt.commands import sample as sample_script
+
+    assert call(sample_script.main, ["sample.py", "tempreature=0.5"]) == 2
+    assert capsys.readouterr().err == "error: Could not override 'tempreature'.\n"
+    assert call(sample_script.main, ["sample.py", "prompt=[a"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

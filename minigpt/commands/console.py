@@ -22,7 +22,15 @@ from omegaconf.errors import MissingMandatoryValue
 
 from minigpt.commands import CONFIG_DIR
 
-USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
+# bad input; ConfigCompositionException and OverrideParseException are Hydra's for overrides
+# that name no key or do not parse (a command that composes its config itself meets them)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    MissingMandatoryValue,
+    ConfigCompositionException,
+    OverrideParseException,
+)
 
 
 def quiet_lightning() -> None:
@@ -98,25 +106,24 @@ class ConsoleFormatter(logging.Formatter):
 def command(config_name: str):
     """Makes a command's main(cfg) the entry point of a Hydra application with
     conf/<config_name>.yaml, for commands that write no run directory (sample, eval, export,
-    explain). Plain `key=value` arguments compose the config once, with Hydra's override
-    grammar: `hydra.main` composes it twice and sets up a job (a quarter of a second, an
-    eighth of a sample's start-up). Any flag (--help, --cfg job, -m) goes to hydra.main."""
+    explain), bad input reported by exit_on_user_error. Plain `key=value` arguments compose
+    the config once, with Hydra's override grammar: `hydra.main` composes it twice and sets
+    up a job (a quarter of a second, an eighth of a sample's start-up). Any flag (--help,
+    --cfg job, -m) goes to hydra.main."""
 
     def decorate(main):
         hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
 
+        def composed() -> None:
+            with hydra.initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+                cfg = hydra.compose(config_name, overrides=sys.argv[1:])
+            return main(cfg)
+
         @functools.wraps(main)
         def entry() -> None:
-            overrides = sys.argv[1:]
-            if any(arg.startswith("-") for arg in overrides):
-                return hydra_main(main)()
-            try:
-                with hydra.initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-                    cfg = hydra.compose(config_name, overrides=overrides)
-            except (ConfigCompositionException, OverrideParseException) as err:
-                print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-                sys.exit(2)
-            return main(cfg)
+            if any(arg.startswith("-") for arg in sys.argv[1:]):
+                return hydra_main(exit_on_user_error(main))()
+            return exit_on_user_error(composed)()
 
         return entry
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command, exit_on_user_error, quiet_lightning
+from minigpt.commands.console import command, quiet_lightning
 from minigpt.core.checkpoint import open_checkpoint
 from minigpt.core.measures import bits_per_byte
 from minigpt.data.corpus import SPLITS
@@ -100,7 +100,6 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @command("eval")
-@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

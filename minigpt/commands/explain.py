@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command, exit_on_user_error
+from minigpt.commands.console import command
 from minigpt.commands.prompts import encode_prompt, read_prompt
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.inspection import (
@@ -59,7 +59,6 @@ def explain(cfg: DictConfig) -> dict[str, Path]:
 
 
 @command("explain")
-@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     explain(cfg)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command, exit_on_user_error
+from minigpt.commands.console import command
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.tools.convert import export_hf, hf_architecture
 
@@ -48,7 +48,6 @@ def export(cfg: DictConfig) -> Path:
 
 
 @command("export")
-@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

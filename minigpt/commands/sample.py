@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command, exit_on_user_error
+from minigpt.commands.console import command
 from minigpt.commands.prompts import encode_prompt, read_prompt, unescape
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.sampling import check_sampling_args, generate_tokens
@@ -112,7 +112,6 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
 
 
 @command("sample")
-@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     texts = sample(cfg)
     if cfg.num_samples > 1:

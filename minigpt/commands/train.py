@@ -193,13 +193,12 @@ def train(cfg: DictConfig) -> float | None:
         raise ValueError(conflict)
     run.check_writable(output_dir, "paths.output_dir")
     run.check_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        for path in run.remove_stale_temporaries(output_dir):
-            log.info(f"removed {path}, left by a process killed while writing it")
     if ckpt_path is not None:
         run.check_resume(ckpt_path, OmegaConf.to_container(cfg, resolve=False))
         log.info(f"resuming from {ckpt_path}")
-    if os.environ.get("LOCAL_RANK", "0") == "0":
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # one process per machine tends the directory
+        for path in run.remove_stale_temporaries(output_dir):
+            log.info(f"removed {path}, left by a process killed while writing it")
         run.record_start(output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():  # how float32 matmuls run on a GPU (32-true runs)

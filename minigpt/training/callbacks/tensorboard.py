@@ -1,5 +1,6 @@
-"""TensorBoard's TEXT and IMAGES tabs during training: a text sample and every head's
-attention weights after each validation."""
+"""What TensorBoard shows beyond Lightning's scalars: the HPARAMS session (the config beside
+the run's headline metrics), and after each validation a text sample (TEXT) and every head's
+attention weights (IMAGES)."""
 
 from __future__ import annotations
 
