@@ -1,9 +1,11 @@
 """Bad input to train.py and sample.py: one clear line naming the value, exit status 2, no
 traceback, nothing written or overwritten."""
 
+import importlib
+
 import pytest
 import torch
-from conftest import compose_into, run
+from conftest import call, compose_into, run
 
 from minigpt.commands import train as train_script
 from minigpt.commands.console import user_error
@@ -179,3 +181,18 @@ def test_threads_are_set_deliberately(compose_train):
     for bad in ("threads=0", "threads=many"):
         with pytest.raises(ValueError, match="must be auto or an integer >= 1"):
             check_config(compose_train("experiment=tiny", bad))
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "export", "explain"])
+def test_every_command_takes_the_threads_option(good_checkpoint, tmp_path, capsys, command):
+    main = importlib.import_module(f"minigpt.commands.{command}").main
+    script = f"{command}.py"
+    assert call(main, [script, f"ckpt_path={good_checkpoint}", "threads=many"]) == 2
+    assert capsys.readouterr().err == "error: threads='many' must be auto or an integer >= 1\n"
+    args = {"sample": ["max_new_tokens=2"], "eval": ["split=val", "limit=1"]}.get(command, [])
+    args += [f"out_dir={tmp_path / 'out'}"] if command in ("export", "explain") else []
+    try:
+        assert call(main, [script, f"ckpt_path={good_checkpoint}", "threads=1", *args]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)

@@ -64,14 +64,29 @@ def test_the_loss_over_every_window_is_the_mean_token_loss(trained, tmp_path):
     scored_bytes = sum(len(tokenizer.decode([int(t)]).encode("utf-8")) for t in scored)
     assert scored_bytes > 1.3 * len(scored)  # non-ASCII: counting characters is 30% off
     assert figures["bpb"] == pytest.approx(total / math.log(2) / scored_bytes, rel=1e-2)
-    written = json.loads((trained.parent / "eval_val.json").read_text())
+    written = json.loads((trained.parent / "eval_val_last.json").read_text())
     assert written == figures and written["split"] == "val"
 
 
-def test_limit_scores_the_first_windows_and_a_missing_split_is_named(trained):
+def test_a_measurement_never_overwrites_another_and_a_missing_split_names_the_way_out(
+    trained, tmp_path, capsys
+):
+    everything = eval_script.evaluate(compose_eval(f"ckpt_path={trained}", "split=val"))
+    bar = capsys.readouterr().out  # tqdm's bar, as training's, named by the split
+    assert "val: 100%|" in bar and "Testing" not in bar and "━" not in bar
     figures = eval_script.evaluate(compose_eval(f"ckpt_path={trained}", "split=val", "limit=3"))
-    assert figures["windows"] == 3
-    with pytest.raises(ValueError, match="text_files' has no test split"):
+    assert figures["windows"] == 3 < everything["windows"]
+    assert json.loads((trained.parent / "eval_val_last_limit3.json").read_text()) == figures
+    assert json.loads((trained.parent / "eval_val_last.json").read_text()) == everything
+    (tmp_path / "other.txt").write_text("Noël: déjà vu, naïve café.\n" * 30)
+    other = ("data=text_files", f"data.paths=[{tmp_path}/other.txt]", "split=train")
+    eval_script.evaluate(compose_eval(f"ckpt_path={trained}", *other))
+    eval_script.evaluate(compose_eval(f"ckpt_path={trained}", *other, "batch_size=2"))
+    (written,) = trained.parent.glob("eval_train_last_text_files-*.json")  # the same one
+    assert json.loads(written.read_text())["corpus"] == "text_files"
+    with pytest.raises(
+        ValueError, match=r"has no test split \(it has train and val\): pass split=val"
+    ):
         eval_script.evaluate(compose_eval(f"ckpt_path={trained}", "split=test"))
 
 

@@ -212,6 +212,17 @@ def test_a_signal_saves_last_ckpt_marks_the_run_and_exits_non_zero(tmp_path, cac
     assert saved["global_step"] == metrics["steps"] > 10  # the step it stopped at
     assert "ckpt_path=last" in output and f"hydra.run.dir={run_dir}" in output
     assert "Traceback" not in output
+    if signum != signal.SIGINT:
+        return
+    # resumed to its end: TensorBoard's HPARAMS tab gets one point, when the run ends
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    end = f"trainer.max_steps={metrics['steps'] + 2}"
+    returncode, output = finish(start(run_dir, cache_dir, end, "ckpt_path=last"))
+    assert returncode == 0, output[-3000:]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("hp/steps")] == [metrics["steps"] + 2]
 
 
 def test_resume_refuses_a_changed_model_and_a_missing_checkpoint(compose_train, tmp_path):

@@ -7,22 +7,24 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_into, compose_sample, run
+from conftest import ROOT, call, compose_into, compose_sample, run
 from hydra.utils import instantiate
 
 from minigpt.commands import prompts
 from minigpt.commands import sample as sample_script
 from minigpt.commands import train as train_script
 from minigpt.commands.console import exit_on_user_error
-from minigpt.core.checkpoint import latest_checkpoint, load_checkpoint
+from minigpt.core.checkpoint import latest_checkpoint, load_checkpoint, open_checkpoint
 from minigpt.core.threads import DEFAULT_THREADS, set_cpu_threads
 from minigpt.data import StepBatches
 from minigpt.tools import sweep_report
+from minigpt.training import run as training_run
 from minigpt.training.callbacks import throughput
 
 ADAMW = ("optimizer=adamw", "scheduler=warmup_cosine")
@@ -404,8 +406,18 @@ def test_tensorboard_gets_scalars_and_text_samples(compose_train, tmp_path, monk
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/grad_norm", "val/loss", "val/ppl", "val/bpb", "lr/hidden"}
-    assert expected <= scalars
+    # what a user asked for, nothing of Lightning's own (its epoch, always 0; its running
+    # counts; validation's throughput at validation-batch indices)
+    lrs = {"lr/hidden", "lr/embeddings", "lr/no_decay"}
+    rates = {f"train/device/{r}" for r in ("batches", "samples", "items", "flops")}
+    speed = {f"{r}_per_sec" for r in rates} | {"train/device/mfu"}
+    hp = {"hp/best_val_loss", "hp/best_val_bpb", "hp/final_val_loss", "hp/steps", "hp/wall_time_s"}
+    train = {"train/loss", "train/grad_norm"}
+    assert scalars == train | {"val/loss", "val/ppl", "val/bpb"} | lrs | speed | hp
+    # every training scalar at a training step: the logging steps of train/loss
+    logged = {e.step for e in events.Scalars("train/loss")}
+    for tag in lrs | speed | train:
+        assert {e.step for e in events.Scalars(tag)} <= logged, tag
     tokens_per_s = events.Scalars("train/device/items_per_sec")[-1].value  # tokens per second
     flops_per_s = events.Scalars("train/device/flops_per_sec")[-1].value
     assert tokens_per_s > 0
@@ -704,3 +716,52 @@ def test_speedrun_preset_trains_with_muon_bf16_and_its_architecture(compose_trai
     assert [g["name"] for g in groups] == ["hidden", "embeddings", "no_decay"]
     assert groups[0]["lr"] == 0.0 and "ns_steps" in groups[0]  # Muon's, decayed to 0
     assert MuonWithAdamW.__name__ in str(checkpoint["hyper_parameters"]["optimizer"])
+
+
+def test_outputs_latest_names_the_newest_run_that_keeps_checkpoints(
+    tmp_path, cache_dir, monkeypatch
+):
+    """`outputs/latest` follows single runs that keep checkpoints (not debug=fast, not a
+    sweep's jobs: those move `outputs/latest_sweep`); `ckpt_path=latest` resumes it in
+    train.py and reads its best checkpoint in sample.py and the others."""
+    monkeypatch.chdir(tmp_path)
+    outputs = tmp_path / "outputs"
+    tiny = [
+        "experiment=tiny",
+        "logger=none",
+        "sample.num_samples=0",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    with pytest.raises(FileNotFoundError, match="there is no outputs/latest"):
+        training_run.expand_latest(["ckpt_path=latest"])
+    assert call(train_script.cli, ["train.py", *tiny, "trainer.max_steps=2"]) == 0
+    (first,) = [p.parent.parent for p in outputs.rglob("checkpoints/last.ckpt")]
+    link = outputs / "latest"
+    assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
+    assert link.resolve() == first.resolve()
+    assert call(train_script.cli, ["train.py", *tiny, "debug=fast"]) == 0
+    assert call(train_script.cli, ["train.py", "-m", *tiny, "trainer.max_steps=1", "seed=1,2"]) == 0
+    assert link.resolve() == first.resolve()
+    sweep = (outputs / "latest_sweep").resolve()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+    assert training_run.expand_latest([*tiny, "ckpt_path=latest"]) == [
+        *tiny,
+        "ckpt_path=last",
+        f"hydra.run.dir={first.resolve()}",
+    ]
+    with pytest.raises(ValueError, match="drop hydra.run.dir=x"):
+        training_run.expand_latest(["ckpt_path=latest", "hydra.run.dir=x"])
+    assert (
+        call(train_script.cli, ["train.py", *tiny, "trainer.max_steps=2", "ckpt_path=latest"]) == 0
+    )
+    assert len((first / "starts.jsonl").read_text().splitlines()) == 2
+    path, _ = open_checkpoint("latest", outputs)
+    assert path == first.resolve() / "checkpoints" / "best.ckpt"
+
+    # a run that bad input stopped once its link was set leaves no dangling link
+    run_dir = outputs / "2000-01-01" / "00-00-00-1"
+    (run_dir / ".hydra").mkdir(parents=True)
+    training_run.point_latest(run_dir, outputs)
+    training_run.remove_if_unused(run_dir, outputs)
+    assert not link.is_symlink()

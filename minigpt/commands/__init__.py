@@ -8,6 +8,11 @@ import importlib
 import sys
 from pathlib import Path
 
+from minigpt.core.cpu_load import snapshot
+
+# the CPUs' use when this process started: how busy the machine is is measured from here
+STARTED = snapshot()
+
 # conf/ beside the package (the project is installed editable: `make` does so)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -20,7 +20,9 @@ from hydra.errors import (
 from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
-from minigpt.commands import CONFIG_DIR
+from minigpt.commands import CONFIG_DIR, STARTED
+from minigpt.core.cpu_load import oversubscription
+from minigpt.core.threads import set_cpu_threads
 
 # bad input; ConfigCompositionException and OverrideParseException are Hydra's for overrides
 # that name no key or do not parse (a command that composes its config itself meets them)
@@ -88,6 +90,16 @@ def exit_on_user_error(main):
             sys.exit(2)
 
     return wrapper
+
+
+def use_cpu_threads(option: int | str, processes: int = 1, on_cpu: bool = True) -> int:
+    """Sets this process's CPU threads from the `threads` option (see set_cpu_threads) and,
+    on a CPU, warns on stderr when other processes leave fewer CPUs idle than the command
+    wants. Returns the number of threads."""
+    threads = set_cpu_threads(option, processes)
+    if on_cpu and (notice := oversubscription(threads, processes, STARTED)):
+        print(f"warning: {notice}", file=sys.stderr)
+    return threads
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -6,26 +6,31 @@ from the checkpoint) with the checkpoint's tokenizer; `data=text_files data.path
 (any data config) scores other text with that tokenizer instead. Every non-overlapping
 window of the split is scored (or the first `limit` of their fixed, spread-out order)
 through Lightning's `trainer.test`, with a progress bar. Prints the loss (nats per token),
-perplexity and bits per byte (of the split's UTF-8 text), and writes `eval_<split>.json`
-beside the checkpoint.
+perplexity and bits per byte (of the split's UTF-8 text), and writes them beside the
+checkpoint in a file named by what was measured, which a different measurement never
+overwrites: `eval_<split>_<checkpoint>[_limit<N>][_<corpus>-<hash of its config>].json`
+(e.g. eval_test_best.json, eval_val_best_limit500.json).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command, quiet_lightning
+from minigpt.commands.console import command, quiet_lightning, use_cpu_threads
 from minigpt.core.checkpoint import open_checkpoint
 from minigpt.core.measures import bits_per_byte
 from minigpt.data.corpus import SPLITS
+from minigpt.training.callbacks.progress_bar import ScoringProgressBar
 from minigpt.training.module import GPTLightningModule
 
 quiet_lightning()
@@ -43,16 +48,30 @@ def data_config(checkpoint: dict, path: Path, override: DictConfig | None) -> di
     return OmegaConf.to_container(run.data, resolve=True)
 
 
+def result_path(path: Path, split: str, limit: int | None, override: dict | None) -> Path:
+    """Where the figures of one measurement go: one file per checkpoint, split, window limit
+    and data (the run's own, or other text, told apart by a hash of its config)."""
+    name = f"eval_{split}_{path.stem}"
+    if limit is not None:
+        name += f"_limit{limit}"
+    if override is not None:
+        digest = hashlib.sha1(json.dumps(override, sort_keys=True).encode()).hexdigest()
+        name += f"_{override.get('corpus', 'data')}-{digest[:8]}"
+    return path.parent / f"{name}.json"
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Scores the checkpoint; returns the figures written to eval_<split>.json."""
+    """Scores the checkpoint; returns the figures it writes (result_path)."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit <= 0):
         raise ValueError(f"limit={cfg.limit} must be a positive number of windows, or null")
+    use_cpu_threads(cfg.threads, on_cpu=cfg.accelerator == "cpu" or not torch.cuda.is_available())
     path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     hparams = checkpoint["hyper_parameters"]  # read_checkpoint checked it is minigpt's
     override = cfg.get("data")
     data = data_config(checkpoint, path, override)
+    other_text = None if override is None else dict(data)  # what names the result
     data.update(batch_size=cfg.batch_size, eval_split=cfg.split, eval_windows=cfg.limit)
     if override is not None:
         data["tokenizer"] = hparams["tokenizer"]  # other text, in the model's vocabulary
@@ -65,7 +84,11 @@ def evaluate(cfg: DictConfig) -> dict:
             "data=... overrides that name the text"
         )
     if cfg.split not in datamodule.tokens:
-        raise ValueError(f"data.corpus={datamodule.corpus!r} has no {cfg.split} split")
+        splits = [s for s in SPLITS if s in datamodule.tokens]
+        raise ValueError(
+            f"data.corpus={datamodule.corpus!r} has no {cfg.split} split (it has "
+            f"{' and '.join(splits)}): pass split={'val' if 'val' in splits else splits[0]}"
+        )
     module = GPTLightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -73,6 +96,7 @@ def evaluate(cfg: DictConfig) -> dict:
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        callbacks=[ScoringProgressBar(cfg.split)],  # tqdm, as training's (not Rich)
     )
     (scores,) = trainer.test(module, datamodule=datamodule, verbose=False)
     loss = scores["test/loss"]
@@ -87,7 +111,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "tokens": int(scores["test/tokens"]),
         "split_tokens": len(datamodule.tokens[cfg.split]),
     }
-    out = path.parent / f"eval_{cfg.split}.json"
+    out = result_path(path, cfg.split, cfg.limit, other_text)
     staging = out.with_suffix(f".{os.getpid()}.tmp")
     staging.write_text(json.dumps(figures, indent=1) + "\n")
     os.replace(staging, out)

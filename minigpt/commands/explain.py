@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command
+from minigpt.commands.console import command, use_cpu_threads
 from minigpt.commands.prompts import encode_prompt, read_prompt
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.inspection import (
@@ -32,6 +32,7 @@ from minigpt.core.sampling import unencodable
 
 
 def explain(cfg: DictConfig) -> dict[str, Path]:
+    use_cpu_threads(cfg.threads)
     path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     model, tokenizer = model_from_checkpoint(checkpoint, path)
     prompt = read_prompt(cfg)

@@ -18,12 +18,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command
+from minigpt.commands.console import command, use_cpu_threads
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.tools.convert import export_hf, hf_architecture
 
 
 def export(cfg: DictConfig) -> Path:
+    use_cpu_threads(cfg.threads)
     if not cfg.out_dir:
         raise ValueError(
             "out_dir is not set: name the directory to write, e.g. out_dir=hf/my-model"

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.commands import run_command
-from minigpt.commands.console import command
+from minigpt.commands.console import command, use_cpu_threads
 from minigpt.commands.prompts import encode_prompt, read_prompt, unescape
 from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.sampling import check_sampling_args, generate_tokens
@@ -47,6 +47,7 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but this machine has no CUDA GPU: use device=cpu")
+    use_cpu_threads(cfg.threads, on_cpu=str(device).startswith("cpu"))
     path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
     model, tokenizer = model_from_checkpoint(checkpoint, path, device)
     del checkpoint

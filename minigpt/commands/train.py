@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.commands import CONFIG_DIR, run_command
+from minigpt.commands import CONFIG_DIR, STARTED, run_command
 from minigpt.commands.console import (
     JobFailed,
     exit_on_user_error,
@@ -30,7 +30,8 @@ from minigpt.commands.console import (
     quiet_lightning,
     user_error,
 )
-from minigpt.core.checkpoint import load_checkpoint
+from minigpt.core.checkpoint import LATEST_SWEEP, load_checkpoint
+from minigpt.core.cpu_load import oversubscription
 from minigpt.core.sampling import sample_texts, unencodable
 from minigpt.core.threads import set_cpu_threads
 from minigpt.core.tokenizers import tokenizer_from_dict
@@ -207,6 +208,14 @@ def train(cfg: DictConfig) -> float | None:
     threads = set_cpu_threads(cfg.threads, processes=trainer.num_devices)
     if trainer.is_global_zero:
         log.info(run_header(cfg, datamodule, module, trainer, threads))
+        on_cpu = trainer.strategy.root_device.type == "cpu"
+        if on_cpu and (notice := oversubscription(threads, trainer.num_devices, STARTED)):
+            log.warning(notice)
+        log_dir = Path(cfg.paths.log_dir)
+        if in_multirun():
+            run.point_latest(output_dir.parent, log_dir, LATEST_SWEEP)
+        elif not cfg.trainer.get("fast_dev_run") and cfg.callbacks.get("last_checkpoint"):
+            run.point_latest(output_dir, log_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RunInterrupted as stop:
@@ -262,7 +271,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """`python train.py [overrides]`: the checks Hydra would otherwise meet first, then the
     Hydra application (which reads sys.argv)."""
-    run.check_run_dir_before_hydra(sys.argv[1:])
+    sys.argv[1:] = run.check_run_dir_before_hydra(sys.argv[1:])
     main()
 
 

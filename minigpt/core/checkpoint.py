@@ -102,11 +102,44 @@ def latest_checkpoint(runs_dir: str | Path = "outputs") -> Path:
     )
 
 
+# <runs_dir>/latest: a link to the newest single run that keeps checkpoints (written by
+# train.py as it starts fitting); <runs_dir>/latest_sweep: the newest sweep's directory
+LATEST = "latest"
+LATEST_SWEEP = "latest_sweep"
+
+
+def latest_run(runs_dir: str | Path) -> Path:
+    """The run directory <runs_dir>/latest points to (`ckpt_path=latest`)."""
+    link = Path(runs_dir) / LATEST
+    if not link.is_symlink():
+        raise FileNotFoundError(
+            f"ckpt_path=latest: there is no {link}, which points to the newest run that keeps "
+            "checkpoints: train one (make train), or pass ckpt_path=<a .ckpt file>"
+        )
+    run = link.resolve()
+    if not (run / "checkpoints").is_dir():
+        raise FileNotFoundError(
+            f"ckpt_path=latest: {link} points to {run}, which holds no checkpoints/ (removed "
+            "since?): pass ckpt_path=<a .ckpt file>"
+        )
+    return run
+
+
 def open_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> tuple[Path, dict]:
-    """The checkpoint a command names (ckpt_path) or, without one, the newest run's under
-    runs_dir (latest_checkpoint), read; says on stderr which one, its step and val/loss (the
-    first line of sample.py, eval.py, export.py and explain.py)."""
-    path = Path(ckpt_path) if ckpt_path else latest_checkpoint(runs_dir)
+    """The checkpoint a command names (ckpt_path; `latest`: the best.ckpt, or else
+    last.ckpt, of the run <runs_dir>/latest points to) or, without one, the newest run's
+    or sweep job's under runs_dir (latest_checkpoint), read; says on stderr which one, its
+    step and val/loss (the first line of sample.py, eval.py, export.py and explain.py)."""
+    if ckpt_path == LATEST:
+        directory = latest_run(runs_dir) / "checkpoints"
+        found = [directory / n for n in ("best.ckpt", "last.ckpt") if (directory / n).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"ckpt_path=latest: {directory} holds neither best.ckpt nor last.ckpt yet"
+            )
+        path = found[0]
+    else:
+        path = Path(ckpt_path) if ckpt_path else latest_checkpoint(runs_dir)
     checkpoint = read_checkpoint(path)
     print(f"checkpoint: {describe_checkpoint(checkpoint, path)}", file=sys.stderr)
     return path, checkpoint

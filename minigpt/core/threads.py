@@ -14,6 +14,9 @@ def set_cpu_threads(threads: int | str, processes: int) -> int:
     for `auto` torch's default (the physical cores, or $OMP_NUM_THREADS) shared among the
     `processes` the run starts on this machine (DDP), at least 1. More threads than cores
     slow every process down many times over."""
+    whole = isinstance(threads, int) and not isinstance(threads, bool)
+    if threads != "auto" and (not whole or threads < 1):
+        raise ValueError(f"threads={threads!r} must be auto or an integer >= 1")
     if threads == "auto":
         threads = max(1, DEFAULT_THREADS // max(1, processes))
     torch.set_num_threads(threads)

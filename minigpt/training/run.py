@@ -47,7 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from minigpt.core.checkpoint import read_checkpoint
+from minigpt.core.checkpoint import LATEST, latest_run, read_checkpoint
 from minigpt.core.measures import bits_per_byte
 from minigpt.core.options import flatten, is_integer, is_number
 from minigpt.training.callbacks.step_timer import StepTimer
@@ -113,17 +113,56 @@ def register_run_subdir() -> None:
     OmegaConf.register_new_resolver("run_subdir", run_subdir, use_cache=True, replace=True)
 
 
-def check_run_dir_before_hydra(argv: list[str]) -> None:
+def expand_latest(argv: list[str]) -> list[str]:
+    """`ckpt_path=latest` resumes the run <paths.log_dir>/latest points to: the arguments
+    with it replaced by `ckpt_path=last hydra.run.dir=<that run>`."""
+    if "ckpt_path=latest" not in argv:
+        return argv
+    named = [a for a in argv if a.startswith("hydra.run.dir=")]
+    if named or "-m" in argv or "--multirun" in argv:
+        raise ValueError(
+            f"ckpt_path=latest names the run to resume itself: drop {(named or ['-m'])[0]}, "
+            "or resume a run of your choice with ckpt_path=last hydra.run.dir=<its directory>"
+        )
+    args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    run_dir = latest_run(args.get("paths.log_dir", "outputs"))
+    rest = [a for a in argv if a != "ckpt_path=latest"]
+    return [*rest, "ckpt_path=last", f"hydra.run.dir={run_dir}"]
+
+
+def point_latest(output_dir: Path, log_dir: Path, name: str = LATEST) -> None:
+    """Points <log_dir>/<name> at output_dir (relative, so that the outputs can move),
+    replacing the link in one step; a run outside log_dir leaves it."""
+    try:
+        target = output_dir.resolve().relative_to(log_dir.resolve())
+    except ValueError:
+        return
+    link, staging = log_dir / name, log_dir / f".{name}.{os.getpid()}.tmp"
+    try:
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(target, target_is_directory=True)
+        os.replace(staging, link)
+    except OSError as err:  # a file system without links, or a directory named so
+        staging.unlink(missing_ok=True)
+        log.warning(f"could not point {link} at this run ({err.strerror or err})")
+
+
+def check_run_dir_before_hydra(argv: list[str]) -> list[str]:
     """What Hydra would otherwise meet first, with a traceback or by overwriting: a run
     directory (or outputs/) that cannot be written, or `hydra.run.dir=<a run's directory>`
     without ckpt_path (refused before Hydra writes its config files there; a requeued SLURM
-    job resumes there instead)."""
+    job resumes there instead). Returns the arguments, `ckpt_path=latest` expanded."""
+    try:
+        argv = expand_latest(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
     run_dir = args.get("hydra.run.dir")
     try:
         if run_dir is None or "-m" in argv or "--multirun" in argv:
             check_writable(Path(args.get("paths.log_dir", "outputs")), "paths.log_dir")
-            return
+            return argv
         check_writable(Path(run_dir), "hydra.run.dir")
         if args.get("ckpt_path", "null") == "null":
             run_dir = Path(run_dir)
@@ -132,6 +171,7 @@ def check_run_dir_before_hydra(argv: list[str]) -> None:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    return argv
 
 
 def remove_if_unused(run_dir: Path, log_dir: Path) -> None:
@@ -142,6 +182,9 @@ def remove_if_unused(run_dir: Path, log_dir: Path) -> None:
         return
     if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", "starts.jsonl"}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        latest = log_dir / LATEST
+        if latest.is_symlink() and latest.resolve() == run_dir.resolve():
+            latest.unlink()
         day = run_dir.parent  # outputs/<date>/, if this was its only run
         if day.parent.resolve() == log_dir.resolve() and not any(day.iterdir()):
             day.rmdir()
@@ -241,7 +284,7 @@ def resume_command(output_dir: Path) -> str:
     """The command line that continues this run, as this run was started: through `make
     train` (the Makefile's environment), as the `minigpt` command, or with the interpreter
     that runs it (which may be a virtual environment's that is not on PATH)."""
-    overrides = [o for o in task_overrides() if not o.startswith("ckpt_path=")]
+    overrides = [o for o in task_overrides() if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
     args = [*overrides, "ckpt_path=last", f"hydra.run.dir={output_dir}"]
     if os.environ.get("MAKELEVEL"):
         return f"make train ARGS={shlex.quote(shlex.join(args))}"
@@ -681,7 +724,8 @@ class RunReport(L.Callback):
 
     def finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics = self.collect(trainer, pl_module)
-        log_hparam_metrics(trainer, self.metrics)
+        if not self.interrupted:  # one hp/* point, when the run ends (not at each stop)
+            log_hparam_metrics(trainer, self.metrics)
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomically(self.output_dir / "metrics.json", self.metrics)

@@ -1,9 +1,13 @@
-"""The progress bar: optimizer steps out of max_steps, redrawn on logging steps only."""
+"""The progress bars: training's optimizer steps out of max_steps, redrawn on logging steps
+only; eval.py's batches of a split."""
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
 
 class LoggingStepProgressBar(TQDMProgressBar):
@@ -44,3 +48,27 @@ class LoggingStepProgressBar(TQDMProgressBar):
         if loss is not None:
             metrics["train/loss"] = f"{loss.item():.3f}"
         return metrics
+
+
+class ScoringProgressBar(TQDMProgressBar):
+    """eval.py's bar: the batches of one split scored, named by the split ("test: 12/55"),
+    in the style of the training bar."""
+
+    def __init__(self, split: str):
+        super().__init__()
+        self.split = split
+
+    def init_test_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.split,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.has_dataloader_changed(dataloader_idx):  # not "Testing DataLoader 0"
+            self.test_progress_bar.reset(convert_inf(self.total_test_batches_current_dataloader))

@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 HPARAM_METRICS = ("best_val_loss", "best_val_bpb", "final_val_loss", "steps", "wall_time_s")
 
 
+class StepTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every
+    write (always 0 here, where a run is one endless pass, and written twice a step): the
+    training step is the axis."""
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
 def declare_hparams(trainer: L.Trainer, config: dict) -> None:
     """Logs the run's config as its hyperparameters and writes TensorBoard's HPARAMS session:
     the config's values and the names of the metrics that log_hparam_metrics writes beside

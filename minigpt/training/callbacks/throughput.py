@@ -103,6 +103,22 @@ class PeakThroughputMonitor(ThroughputMonitor):
             flops=flops * new_batches if flops is not None else None,  # since the last update
         )
 
+    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
+        """Writes the training figures (train/device/items_per_sec: tokens/s, FLOP/s, MFU)
+        at the training step, as every other training scalar. Not Lightning's running counts
+        (time, batches, samples, lengths), nor validation's figures, which it writes at
+        validation-batch indices: validation is timed only to leave it out of training's."""
+        stage = trainer.state.stage
+        if stage != RunningStage.TRAINING or not trainer._logger_connector.should_update_logs:
+            return
+        metrics = {
+            f"train{self._throughputs[stage].separator}{name}": value
+            for name, value in self._throughputs[stage].compute().items()
+            if name not in ("time", "batches", "samples", "lengths")
+        }
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        trainer._logger_connector.log_metrics(metrics, step=step)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "FLOPs not found")
