@@ -2,13 +2,16 @@
 traceback, nothing written or overwritten."""
 
 import importlib
+import re
 
 import pytest
 import torch
 from conftest import call, compose_into, run
 
+from minigpt.commands import CONFIG_DIR
 from minigpt.commands import train as train_script
 from minigpt.commands.console import user_error
+from minigpt.commands.option_types import compose_checked
 from minigpt.core.checkpoint import load_checkpoint
 from minigpt.core.threads import DEFAULT_THREADS, set_cpu_threads
 from minigpt.training import run as training_run
@@ -165,6 +168,7 @@ def test_run_directories_are_checked_before_hydra_writes_into_them(
     before = sorted(p.name for p in finished_run.rglob("*"))
     training_run.check_run_dir_before_hydra([f"hydra.run.dir={finished_run}", "ckpt_path=last"])
     assert sorted(p.name for p in finished_run.rglob("*")) == before
+    training_run.release_run_dir(finished_run)  # taken for the run that would follow
 
 
 def test_threads_are_set_deliberately(compose_train):
@@ -183,7 +187,7 @@ def test_threads_are_set_deliberately(compose_train):
             check_config(compose_train("experiment=tiny", bad))
 
 
-@pytest.mark.parametrize("command", ["sample", "eval", "export", "explain"])
+@pytest.mark.parametrize("command", ["sample", "eval"])  # all four: test_every_option.py
 def test_every_command_takes_the_threads_option(good_checkpoint, tmp_path, capsys, command):
     main = importlib.import_module(f"minigpt.commands.{command}").main
     script = f"{command}.py"
@@ -196,3 +200,52 @@ def test_every_command_takes_the_threads_option(good_checkpoint, tmp_path, capsy
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(DEFAULT_THREADS)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropout=abc", "model.dropout='abc' must be a finite number (its default is 0.0)"),
+        ("sample.temperature=nan", "sample.temperature=nan must be a finite number"),
+        ("model.n_layer=2.5", "model.n_layer=2.5 must be an integer (its default is 2)"),
+        ("paths.cache_dir=0", "paths.cache_dir=0 is not a path: quote it, paths.cache_dir='0'"),
+        ("optimizer.betas=-1", "optimizer.betas=-1 must be a list, optimizer.betas=[...]"),
+        ("callbacks.lr_monitor=abc", "callbacks.lr_monitor is a group of options"),
+        ("scheduler.warmup_steps=null", "scheduler.warmup_steps needs a value (its default"),
+        ("+model.bogus=1", "model.bogus is not an option of model: check its spelling"),
+        ("model.bias=1", "model.bias=1 must be true or false"),
+    ],
+)
+def test_every_value_is_checked_against_its_options_default(override, message):
+    """The net under the commands' own checks: a value that does not fit its option never
+    reaches code that would fail on it with a traceback."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compose_checked(CONFIG_DIR, "train", ["experiment=tiny", override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+trainer.profiler=simple",  # Lightning's Trainer takes options of its own
+        "+callbacks.mine._target_=lightning.pytorch.callbacks.Timer",  # a callback of one's own
+        "callbacks.last_checkpoint.every_n_steps=null",  # null: off
+        "callbacks.attention_maps=null",
+        "sample.top_p=null",
+        "trainer.precision=32",  # several types: its reader checks it
+        "optimizer.lr=1",  # an integer where a float goes
+        "data=text_files",  # its paths have no default (???)
+    ],
+)
+def test_values_that_fit_pass(override):
+    compose_checked(CONFIG_DIR, "train", ["experiment=tiny", override])
+
+
+def test_a_key_train_does_not_know_is_one_line_before_any_directory(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train.py", "experiment=tiny", "bogus=1", f"hydra.run.dir={run_dir}"]
+    assert call(train_script.cli, argv) == 2
+    assert capsys.readouterr().err == (
+        "error: bogus is not an option of the config: check its spelling "
+        "(`--cfg job` prints every option)\n"
+    )
+    assert not (run_dir / ".hydra").exists()

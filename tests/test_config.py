@@ -138,6 +138,12 @@ def test_a_key_the_command_does_not_know_is_one_line_and_status_2(command_line, 
     from minigpt.commands import sample as sample_script
 
     assert call(sample_script.main, ["sample.py", "tempreature=0.5"]) == 2
-    assert capsys.readouterr().err == "error: Could not override 'tempreature'.\n"
+    assert capsys.readouterr().err == (
+        "error: tempreature is not an option of the config: check its spelling "
+        "(`--cfg job` prints every option)\n"
+    )
+    # the form Hydra's own message suggests adds the key: refused all the same
+    assert call(sample_script.main, ["sample.py", "+tempreature=0.5"]) == 2
+    assert "error: tempreature is not an option" in capsys.readouterr().err
     assert call(sample_script.main, ["sample.py", "prompt=[a"]) == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -56,3 +56,6 @@ def test_the_notice_names_the_threads_that_fit_beside_the_other_work(monkeypatch
     assert oversubscription(threads=4, processes=1, since=since) is None
     fake_clock(monkeypatch, Snapshot(wall=0.1, machine_busy=3.0, own=0.0, cpus=4))
     assert oversubscription(threads=4, processes=1, since=since) is None
+    # nor a window of over a minute: a long-lived process (tests, a notebook)
+    fake_clock(monkeypatch, Snapshot(wall=61.0, machine_busy=183.0, own=30.0, cpus=4))
+    assert oversubscription(threads=4, processes=1, since=since) is None

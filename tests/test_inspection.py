@@ -17,6 +17,7 @@ from minigpt.core.inspection import (
     mean_loss,
     surprise_html,
     surprise_text,
+    token_context,
     token_label,
     token_surprise,
 )
@@ -72,6 +73,13 @@ def test_per_token_losses_average_to_the_models_loss():
     assert page.count('class="t"') == len(tokens) and "loss " in page
     assert "\x1b[48;5;" in surprise_text(tokens) and "\x1b" not in surprise_text(tokens, False)
     assert token_label("a b\n\t") == "a·b↵→"
+    # the most surprising tokens, each with its number and the text around it
+    worst = max(range(1, len(tokens)), key=lambda i: tokens[i].loss)
+    rows = surprise_text(tokens, color=False).split("most surprising")[1].splitlines()[1:]
+    assert rows[0].split()[0] == str(worst)
+    assert token_context(tokens, worst) in rows[0]
+    left = "".join(t.text for t in tokens[:worst])[-12:]
+    assert token_context(tokens, worst).startswith(token_label(left) + "[")
 
 
 def test_explain_writes_the_picture_and_the_page(tmp_path, cache_dir):

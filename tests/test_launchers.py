@@ -106,7 +106,7 @@ def test_sweep_on_slurm_runs_each_job_as_ddp_tasks(tmp_path, cache_dir):
     assert options["partition"] == "gpu" and options["job-name"] == "train"
     assert "srun" in batch_script and "submitit.core._submit" in batch_script
 
-    (sweep,) = (tmp_path / "outputs").glob("*/*")
+    (sweep,) = (tmp_path / "outputs").glob("2*/*")
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["steps"] == 20

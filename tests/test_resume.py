@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, call
 
 from minigpt.commands import train as train_script
 from minigpt.training import run
@@ -203,6 +203,14 @@ def test_a_signal_saves_last_ckpt_marks_the_run_and_exits_non_zero(tmp_path, cac
     while not (run_dir / "checkpoints" / "last.ckpt").exists():
         assert process.poll() is None, finish(process)[1][-3000:]
         time.sleep(0.01)
+    if signum == signal.SIGINT:  # a second process on the same run is refused, untouched
+        arguments = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        second, output = finish(
+            start(run_dir, cache_dir, "trainer.max_steps=100000", "ckpt_path=last")
+        )
+        assert second == 2, output[-3000:]
+        assert f"error: {run_dir} is in use by process {process.pid}" in output
+        assert (run_dir / ".hydra" / "overrides.yaml").read_text() == arguments
     process.send_signal(signum)
     returncode, output = finish(process)
     assert returncode == 128 + signum, output[-3000:]
@@ -218,8 +226,8 @@ def test_a_signal_saves_last_ckpt_marks_the_run_and_exits_non_zero(tmp_path, cac
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     end = f"trainer.max_steps={metrics['steps'] + 2}"
-    returncode, output = finish(start(run_dir, cache_dir, end, "ckpt_path=last"))
-    assert returncode == 0, output[-3000:]
+    where = (f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    assert call(train_script.cli, ["train.py", *LONG_RUN, end, *where]) == 0
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("hp/steps")] == [metrics["steps"] + 2]
@@ -401,8 +409,8 @@ def test_a_reloaded_module_logs_the_same_metrics(compose_train, tmp_path):
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path, monkeypatch):
-    """A full disk mid-write: the error is raised, last.ckpt is still the earlier one, and
-    no temporary file is left beside it."""
+    """A full disk mid-write: the error is raised (as CheckpointNotWritten, naming the
+    file), last.ckpt is still the earlier one, and no temporary file is left beside it."""
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
@@ -412,7 +420,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(run.CheckpointNotWritten, match=f"could not write {target} .No space left"):
         io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, target)
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["step"] == 1
@@ -429,3 +437,69 @@ def test_every_run_gets_a_directory_of_its_own(monkeypatch):
         monkeypatch.setenv(key, value)
     assert run_subdir("run") == "slurm-77"  # the same when the job is requeued
     assert run_subdir("sweep").endswith(f"-{os.getpid()}")
+
+
+def test_a_run_directory_is_held_by_one_process_and_let_go_when_it_dies(tmp_path):
+    # another process holding the lock as a run does: flock on <run>/.lock, its pid inside
+    hold = "import fcntl, os, sys, time; fd = os.open(sys.argv[1] + '/.lock', os.O_RDWR | "
+    hold += "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid())."
+    hold += "encode()); print('held', flush=True); time.sleep(120)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ValueError, match=f"is in use by process {holder.pid}, which"):
+            run.hold_run_dir(tmp_path)
+    finally:
+        holder.kill()  # SIGKILL: nothing of the holder's runs after it
+        holder.wait()
+    run.hold_run_dir(tmp_path)  # the kernel let the lock go with the process
+    run.release_run_dir(tmp_path)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_the_checkpoint_before_intact(
+    tmp_path, cache_dir, monkeypatch, capsys
+):
+    """The second checkpoint write meets a full disk once it has written a few bytes
+    (ENOSPC from the file's write, which torch's writer then reports as a RuntimeError of
+    its own, as on a real full disk)."""
+    writes = []
+    real_init, real_write = run._WriteErrors.__init__, run._WriteErrors.write
+
+    def counted_init(self, file):
+        real_init(self, file)
+        writes.append(self)
+
+    def full_disk(self, data):
+        self.written = getattr(self, "written", 0) + len(data)
+        if len(writes) < 2 or self.written < 1000:
+            return real_write(self, data)
+        self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise self.error
+
+    monkeypatch.setattr(run._WriteErrors, "__init__", counted_init)
+    monkeypatch.setattr(run._WriteErrors, "write", full_disk)
+    run_dir = tmp_path / "run"
+    args = [
+        *LONG_RUN,
+        "trainer.max_steps=6",
+        "callbacks.last_checkpoint.every_n_steps=2",
+        "logger=none",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    assert call(train_script.cli, ["train.py", *args]) == 1
+    output = capsys.readouterr()
+    errors = [line for line in (output.out + output.err).splitlines() if "error:" in line]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert len(errors) == 1 and "Traceback" not in output.err, output.err[-3000:]
+    assert errors[0].startswith(
+        f"error: could not write {last} (No space left on device) at step 4; "
+        f"{last} (step 2) is intact: make space, then resume with: "
+    )
+    assert f"ckpt_path=last hydra.run.dir={run_dir}" in errors[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and errors[0].startswith("error: " + metrics["error"])
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporaries

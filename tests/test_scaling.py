@@ -20,7 +20,7 @@ def test_the_fit_recovers_a_known_law():
         fit_power_law([1e4, 1e5], [2.0, 1.5])
 
 
-def test_the_report_fits_the_sweeps_final_val_bpb(tmp_path):
+def test_the_report_fits_the_sweeps_final_val_bpb(tmp_path, capsys):
     for job, n in enumerate([2e4, 8e4, 3e5, 1.2e6]):
         (tmp_path / str(job)).mkdir()
         metrics = {
@@ -32,8 +32,14 @@ def test_the_report_fits_the_sweeps_final_val_bpb(tmp_path):
             "training_flops": 6 * n * 1.2e6,
         }
         (tmp_path / str(job) / "metrics.json").write_text(json.dumps(metrics))
-    (tmp_path / "4").mkdir()  # a job that did not finish is left out
+    (tmp_path / "4").mkdir()  # jobs that did not finish are left out, and named
+    (tmp_path / "5").mkdir()
+    (tmp_path / "5" / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
     assert sweep_report.main([str(tmp_path), "--scaling"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 job(s) left out of the fit: job 4: no metrics.json" in out
+    assert "job 5: interrupted" in out
     assert (tmp_path / "scaling.png").stat().st_size > 0
     text = (tmp_path / "scaling.md").read_text()
     assert "N^-0.25" in text and text.count("\n| ") == 6  # header, separator, 4 runs
+    assert "Left out of the fit (2 of 6 jobs):\n- job 4: no metrics.json" in text

@@ -267,18 +267,20 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
         "model.n_head=2,3,4",  # 3 does not divide n_embd=32
         "trainer.max_steps=10",
         f"paths.cache_dir={cache_dir}",
-        "sample.num_samples=0",
+        "sample.max_new_tokens=5",
         cwd=tmp_path,
     )
     assert result.returncode == 1
+    assert "--- sample" not in result.stdout  # each job's sample: in its samples.txt
     assert "n_embd=32 is not divisible by n_head=3" in result.stderr
     assert "Traceback" not in result.stderr
-    (sweep,) = (tmp_path / "outputs").glob("*/*")  # outputs/<date>/<time>-<pid>/<job>/
+    (sweep,) = (tmp_path / "outputs").glob("2*/*")  # outputs/<date>/<time>-<pid>/<job>/
     assert [p.name for p in sweep_report.job_dirs(sweep)] == ["0", "1", "2"]
     failed = json.loads((sweep / "1" / "metrics.json").read_text())
     assert failed["status"] == "failed" and "n_head=3" in failed["error"]
     for job in ("0", "2"):
         assert (sweep / job / "checkpoints" / "best.ckpt").is_file()
+        assert (sweep / job / "samples.txt").read_text().startswith("--- sample (best")
         assert json.loads((sweep / job / "metrics.json").read_text())["steps"] == 10
 
     # the sweep report, with a fourth job that has not finished

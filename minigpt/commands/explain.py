@@ -28,6 +28,7 @@ from minigpt.core.inspection import (
     token_label,
     token_surprise,
 )
+from minigpt.core.options import is_integer
 from minigpt.core.sampling import unencodable
 
 
@@ -42,6 +43,8 @@ def explain(cfg: DictConfig) -> dict[str, Path]:
     ids = encode_prompt(prompt, tokenizer, model.config.block_size)[-model.config.block_size :]
     if len(ids) < 2:
         raise ValueError(f"prompt={prompt!r} has {len(ids)} token(s): give at least 2")
+    if not is_integer(cfg.top_k) or cfg.top_k < 1:
+        raise ValueError(f"top_k={cfg.top_k!r} must be an integer >= 1 (the candidates shown)")
     if cfg.attention_tokens < 2:
         raise ValueError(f"attention_tokens={cfg.attention_tokens} must be at least 2")
     out = Path(cfg.out_dir) if cfg.out_dir else path.parent.parent / "explain"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from minigpt.core.tokenizers import CharTokenizer
+
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
@@ -33,6 +35,23 @@ def read_prompt(cfg: DictConfig) -> str:
     return unescape(str(cfg.prompt))
 
 
+def trailing_space_warning(prompt: str, ids: list[int], tokenizer) -> str | None:
+    """Why a subword model is likely to double a space the prompt ends with: GPT-2's split
+    makes spaces at the end of a text a token of their own, while in the training text a
+    space begins the next word's token (" foo"); a lone space token is seen only before
+    more space (indentation), so the model goes on with a token that starts with one."""
+    if isinstance(tokenizer, CharTokenizer):
+        return None
+    last = tokenizer.decode(ids[-1:])
+    if not last or last.strip(" \t"):
+        return None
+    return (
+        f"the prompt ends in {last!r}, a token of its own; in training a space begins the "
+        f"next word's token, so the model will likely begin with another space: leave the "
+        f"trailing space off (prompt={prompt.rstrip(' ')!r})"
+    )
+
+
 def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
     """The prompt's ids. An empty prompt starts from the end-of-text token (BPE) or after a
     line break (characters); neither is printed. A prompt longer than the context is kept
@@ -40,6 +59,8 @@ def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
     eot = getattr(tokenizer, "eot_id", None)
     if prompt:
         ids = tokenizer.encode(prompt)
+        if warning := trailing_space_warning(prompt, ids, tokenizer):
+            print(f"warning: {warning}", file=sys.stderr)
     else:
         ids = [eot] if eot is not None else tokenizer.encode("\n")
     if len(ids) > block_size:

@@ -11,11 +11,12 @@ at the first of the `stop` strings (which is not printed). Speed goes to stderr.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from minigpt.commands import run_command
 from minigpt.commands.console import command, use_cpu_threads
@@ -40,9 +41,14 @@ def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} must be a positive integer")
     if cfg.num_samples <= 0:
         raise ValueError(f"num_samples={cfg.num_samples} must be a positive integer")
-    stops = [cfg.stop] if isinstance(cfg.stop, str) else [str(s) for s in cfg.stop or []]
+    stops = list(cfg.stop) if isinstance(cfg.stop, ListConfig | list) else [cfg.stop]
+    stops = [s for s in stops if s is not None]
+    if not all(isinstance(s, str) for s in stops):
+        raise ValueError(f"stop={cfg.stop!r} must be a text or a list of texts, e.g. stop='\\n\\n'")
     stops = [unescape(s) for s in stops]
     device = cfg.device
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ValueError(f"device={device!r} must be auto, cpu, cuda, cuda:<index> or mps")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():

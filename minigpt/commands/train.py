@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +31,7 @@ from minigpt.commands.console import (
     quiet_lightning,
     user_error,
 )
+from minigpt.commands.option_types import OPEN_SECTIONS, check_option_types, compose_checked
 from minigpt.core.checkpoint import LATEST_SWEEP, load_checkpoint
 from minigpt.core.cpu_load import oversubscription
 from minigpt.core.sampling import sample_texts, unencodable
@@ -157,6 +159,9 @@ def build(
 
 
 def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: str | None):
+    """The end-of-run sample, from the best checkpoint (else the final model): on the
+    terminal for a single run; into the job's samples.txt in a sweep, where one sample per
+    job would bury the sweep's log."""
     sample = cfg.sample
     if sample.num_samples <= 0:
         return
@@ -179,20 +184,28 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
         top_k=sample.top_k,
         top_p=sample.top_p,
     )
-    for text in texts:
-        print(f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---")
-        print(text)
+    heading = f"--- sample ({'best checkpoint' if best_checkpoint else 'final model'}) ---"
+    text = "".join(f"{heading}\n{t}\n" for t in texts)
+    if in_multirun():
+        (Path(cfg.paths.output_dir) / "samples.txt").write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fits the model described by cfg (resuming from cfg.ckpt_path if set); returns
     cfg.optimized_metric."""
     check_config(cfg)
+    if in_multirun():  # a job's values, which the sweeper chose (a single run's: in cli)
+        choices = HydraConfig.get().runtime.choices
+        groups = [f"{g}={c}" for g, c in choices.items() if c and not g.startswith("hydra")]
+        check_option_types(cfg, hydra.compose("train", overrides=groups), OPEN_SECTIONS)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = run.resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if conflict := run.run_dir_conflict(output_dir, ckpt_path):
         raise ValueError(conflict)
     run.check_writable(output_dir, "paths.output_dir")
+    run.hold_run_dir(output_dir)  # one process per run directory
     run.check_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
     if ckpt_path is not None:
         run.check_resume(ckpt_path, OmegaConf.to_container(cfg, resolve=False))
@@ -218,6 +231,22 @@ def train(cfg: DictConfig) -> float | None:
             run.point_latest(output_dir, log_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except run.CheckpointNotWritten as failed:
+        if not trainer.is_global_zero:
+            raise
+        last = output_dir / "checkpoints" / "last.ckpt"
+        step = run.checkpoint_step(last)
+        intact = f"{last} (step {step}) is intact" if step is not None else "no checkpoint is whole"
+        message = f"{failed} at step {trainer.global_step}; {intact}"
+        report = run.find_callback(trainer, RunReport)
+        try:
+            metrics = report.collect(trainer, module) | {"status": "failed", "error": message}
+            run.write_json_atomically(output_dir / "metrics.json", metrics)
+        except OSError as err:
+            message += f"; metrics.json could not be written either ({err.strerror or err})"
+        then = f"resume with: {run.resume_command(output_dir)}" if step is not None else "rerun"
+        log.error(f"{message}: make space, then {then}")
+        sys.exit(1)
     except RunInterrupted as stop:
         if trainer.is_global_zero:
             log.info(
@@ -266,12 +295,17 @@ def main(cfg: DictConfig) -> float | None:
         if not in_multirun():
             run.remove_if_unused(output_dir, Path(cfg.paths.log_dir))
         raise
+    finally:
+        run.release_run_dir(output_dir)
 
 
 def cli() -> None:
-    """`python train.py [overrides]`: the checks Hydra would otherwise meet first, then the
-    Hydra application (which reads sys.argv)."""
-    sys.argv[1:] = run.check_run_dir_before_hydra(sys.argv[1:])
+    """`python train.py [overrides]`: the checks Hydra would otherwise meet first (the run
+    directory; the arguments composed and every value checked against its option's default,
+    before Hydra creates a directory), then the Hydra application (which reads sys.argv)."""
+    sys.argv[1:] = argv = run.check_run_dir_before_hydra(sys.argv[1:])
+    if not any(arg.startswith("-") for arg in argv):  # -m, --cfg: Hydra's, as they are
+        exit_on_user_error(compose_checked)(CONFIG_DIR, "train", argv)
     main()
 
 

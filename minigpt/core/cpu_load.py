@@ -17,7 +17,7 @@ _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 class Snapshot(NamedTuple):
     wall: float  # seconds, monotonic
     machine_busy: float  # CPU seconds all processes have run since boot
-    own: float  # CPU seconds this process has run (all its threads)
+    own: float  # CPU seconds this process and its finished children have run
     cpus: int
 
 
@@ -31,17 +31,21 @@ def snapshot() -> Snapshot | None:
     ticks = [int(x) for x in lines[0].split()[1:]]
     cpus = sum(1 for line in lines if line.startswith("cpu") and line[3].isdigit())
     busy = sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / os.sysconf("SC_CLK_TCK")
-    times = os.times()
-    return Snapshot(time.monotonic(), busy, times.user + times.system, cpus)
+    t = os.times()  # children: the tokenizing workers, once they have ended
+    return Snapshot(
+        time.monotonic(), busy, t.user + t.system + t.children_user + t.children_system, cpus
+    )
 
 
 def busy_elsewhere(since: Snapshot | None, siblings: int = 0) -> tuple[float, int] | None:
     """(CPUs kept busy by other processes since `since`, the machine's CPUs), or None when
-    nothing can be measured (no /proc/stat, or under a quarter of a second). `siblings`:
+    nothing can be measured: no /proc/stat, a window under a quarter of a second, or over a
+    minute (a long-lived process, such as a test session or a notebook: what was busy then
+    says little about now). `siblings`:
     processes of this same run on this machine started with it (torchrun's other ranks),
     whose use is taken as equal to this process's and not counted as other work."""
     now = snapshot()
-    if since is None or now is None or now.wall - since.wall < 0.25:
+    if since is None or now is None or not 0.25 <= now.wall - since.wall <= 60.0:
         return None
     seconds = now.wall - since.wall
     own = (now.own - since.own) / seconds

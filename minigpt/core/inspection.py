@@ -41,32 +41,39 @@ def attention_maps(model: GPT, ids: list[int]) -> torch.Tensor:
 
 
 def plot_attention(maps: torch.Tensor, labels: list[str], title: str = ""):
-    """A matplotlib figure: one panel per layer (rows) and head (columns), query positions
-    down, key positions across, the tokens as labels on the outer panels."""
+    """A matplotlib figure that fits a screen (about 13 inches wide whatever the number of
+    heads): one panel per layer (rows) and head (columns), query positions down, key
+    positions across, the tokens as labels on the outer panels (every one, or every second
+    or third when a panel is too small for them to be read), and a colour scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n_layer, n_head, T, _ = maps.shape
-    size = max(2.5, min(0.13 * T, 6.0))
+    size = max(2.0, min(12.0 / n_head, 4.5))  # inches per panel
     fig, axes = plt.subplots(
-        n_layer, n_head, figsize=(size * n_head, size * n_layer + 0.4), squeeze=False
+        n_layer,
+        n_head,
+        figsize=(size * n_head + 1.2, size * n_layer + 0.5),
+        squeeze=False,
+        layout="constrained",
     )
-    step = max(1, math.ceil(T / 64))  # at most 64 labels per axis
+    step = max(1, math.ceil(0.12 * T / size))  # a 7-point label needs about 0.12 inch
     ticks = list(range(0, T, step))
     for layer in range(n_layer):
         for head in range(n_head):
             ax = axes[layer][head]
-            ax.imshow(maps[layer, head].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            image = ax.imshow(maps[layer, head].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_xticks(ticks, [labels[i] for i in ticks] if layer == n_layer - 1 else [])
             ax.set_yticks(ticks, [labels[i] for i in ticks] if head == 0 else [])
             ax.tick_params(axis="x", labelrotation=90, labelsize=7)
             ax.tick_params(axis="y", labelsize=7)
-            ax.set_title(f"layer {layer} head {head}", fontsize=8)
+            ax.set_title(f"layer {layer} head {head}", fontsize=9)
+    bar = fig.colorbar(image, ax=axes, shrink=min(1.0, 4.0 / n_layer), aspect=30)
+    bar.set_label("attention weight (each row, a query, sums to 1)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return fig
 
 
@@ -158,11 +165,24 @@ def surprise_text(tokens: list[TokenSurprise], color: bool = True, worst: int = 
             parts.append("\n".join(f"\x1b[48;5;{shade}m\x1b[30m{line}\x1b[0m" for line in lines))
         else:
             parts.append(token.text)
-    ranked = sorted((t for t in tokens if t.loss is not None), key=lambda t: -t.loss)[:worst]
+    ranked = sorted(
+        (i for i, t in enumerate(tokens) if t.loss is not None), key=lambda i: -tokens[i].loss
+    )[:worst]
     rows = [
-        f"  {token_label(t.text):>10}  {t.loss:5.2f} nats   expected: "
-        + ", ".join(f"{token_label(c)} {p:.2f}" for c, p in t.candidates[:3])
-        for t in ranked
+        f"  {i:>5}  {token_context(tokens, i):<28}  {tokens[i].loss:5.2f} nats   expected: "
+        + ", ".join(f"{token_label(c)} {p:.2f}" for c, p in tokens[i].candidates[:3])
+        for i in ranked
     ]
-    summary = f"mean loss {mean_loss(tokens):.3f} nats/token; most surprising:\n" + "\n".join(rows)
+    summary = (
+        f"mean loss {mean_loss(tokens):.3f} nats/token; most surprising (token number, the "
+        "token [in brackets] among its neighbours):\n" + "\n".join(rows)
+    )
     return "".join(parts) + "\n\n" + summary
+
+
+def token_context(tokens: list[TokenSurprise], i: int, before: int = 12, after: int = 6) -> str:
+    """Token i in brackets between the characters around it, made visible (token_label):
+    `What li[g]ht thr`."""
+    left = "".join(t.text for t in tokens[:i])[-before:]
+    right = "".join(t.text for t in tokens[i + 1 :])[:after]
+    return f"{token_label(left)}[{token_label(tokens[i].text)}]{token_label(right)}"

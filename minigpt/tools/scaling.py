@@ -46,12 +46,20 @@ def fit_power_law(n: list[float], loss: list[float], grid: int = 2000) -> PowerL
     return best
 
 
-def scaling_rows(sweep_dir: Path) -> list[dict]:
-    """The finished jobs' size, compute and final val/bpb, smallest first."""
-    rows = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
+def scaling_rows(sweep_dir: Path) -> tuple[list[dict], dict[str, str]]:
+    """The finished jobs' size, compute and final val/bpb, smallest first; and the jobs left
+    out, each with why (interrupted, failed, diverged, still running or no metrics.json)."""
+    rows, left_out = [], {}
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=_num)
+    for job in jobs:
+        metrics_file = job / "metrics.json"
+        if not metrics_file.is_file():
+            left_out[job.name] = "no metrics.json: still running, or killed"
+            continue
         metrics = json.loads(metrics_file.read_text())
         if metrics.get("status") != "done" or metrics.get("final_val_bpb") is None:
+            status = metrics.get("status", "unknown")
+            left_out[job.name] = status if status != "done" else "done without a validation"
             continue
         rows.append(
             {
@@ -62,13 +70,17 @@ def scaling_rows(sweep_dir: Path) -> list[dict]:
                 "loss": metrics["final_val_loss"],
             }
         )
-    return sorted(rows, key=lambda r: r["n"])
+    return sorted(rows, key=lambda r: r["n"]), left_out
 
 
-def scaling_report(sweep_dir: Path) -> PowerLaw:
+def _num(job: Path) -> int:
+    return int(job.name)
+
+
+def scaling_report(sweep_dir: Path) -> tuple[PowerLaw, dict[str, str]]:
     """Fits the law, writes scaling.png (log-log: val/bpb against N and against FLOPs) and
-    scaling.md into sweep_dir, and returns the law."""
-    rows = scaling_rows(sweep_dir)
+    scaling.md into sweep_dir; returns the law and the jobs left out of it, with why."""
+    rows, left_out = scaling_rows(sweep_dir)
     law = fit_power_law([r["n"] for r in rows], [r["bpb"] for r in rows])
     import matplotlib
 
@@ -93,6 +105,7 @@ def scaling_report(sweep_dir: Path) -> PowerLaw:
     for ax in (by_size, by_compute):  # plain numbers on the loss axis, not 3×10^0
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # they overlap
     fig.suptitle(f"{sweep_dir}: α = {law.alpha:.3f}, rms residual {law.rms:.4f} bpb", fontsize=9)
     fig.tight_layout()
     fig.savefig(sweep_dir / "scaling.png", dpi=100)
@@ -110,5 +123,8 @@ def scaling_report(sweep_dir: Path) -> PowerLaw:
         f"| {r['job']} | {r['n']:,} | {r['flops']:.3g} | {r['bpb']:.4f} | {law(r['n']):.4f} |"
         for r in rows
     ]
+    if left_out:
+        lines += ["", f"Left out of the fit ({len(left_out)} of {len(rows) + len(left_out)} jobs):"]
+        lines += [f"- job {job}: {why}" for job, why in left_out.items()]
     (sweep_dir / "scaling.md").write_text("\n".join(lines) + "\n")
-    return law
+    return law, left_out

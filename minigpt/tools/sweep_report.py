@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = write_report(args.sweep_dir)
-        law = scaling_report(args.sweep_dir) if args.scaling else None
+        law, left_out = scaling_report(args.sweep_dir) if args.scaling else (None, {})
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if law is not None:
         print((args.sweep_dir / "scaling.md").read_text())
         print(f"alpha = {law.alpha:.4f}, rms residual {law.rms:.4f} bpb (scaling.png, scaling.md)")
+        if left_out:
+            why = "; ".join(f"job {job}: {reason}" for job, reason in left_out.items())
+            print(f"warning: {len(left_out)} job(s) left out of the fit: {why}")
     return 0
 
 

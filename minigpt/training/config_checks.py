@@ -17,8 +17,13 @@ INTEGERS = {
     "trainer.accumulate_grad_batches": 1,
     "trainer.num_sanity_val_steps": 0,
     "data.batch_size": 1,
+    "data.block_size": 1,
+    "data.seed": 0,
     "data.num_workers": 0,
+    "callbacks.throughput.window_size": 1,
 }
+# option -> the smallest value it takes, or null
+OPTIONAL_INTEGERS = {"trainer.check_val_every_n_epoch": 1, "trainer.max_epochs": -1}
 NUMBERS = {"optimizer.lr": 0.0, "trainer.gradient_clip_val": 0.0}  # null allowed for clipping
 
 
@@ -35,6 +40,10 @@ def check_config(cfg: DictConfig) -> None:
         value = option(cfg, key)
         if value is not _ABSENT and (not is_integer(value) or value < low):
             raise ValueError(f"{key}={value!r} must be an integer >= {low}")
+    for key, low in OPTIONAL_INTEGERS.items():
+        value = option(cfg, key)
+        if value not in (None, _ABSENT) and (not is_integer(value) or value < low):
+            raise ValueError(f"{key}={value!r} must be an integer >= {low}, or null")
     for key, low in NUMBERS.items():
         value = option(cfg, key)
         if value is _ABSENT or (value is None and key == "trainer.gradient_clip_val"):

@@ -23,6 +23,7 @@ signals that stop it and its record (metrics.json). Every guarantee a run makes 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -99,6 +100,49 @@ def run_dir_conflict(run_dir: Path, resume_from: Path | None) -> str | None:
     )
 
 
+LOCK = ".lock"
+_held_locks: dict[Path, int] = {}  # run directory -> the open lock file this process holds
+
+
+def is_first_process() -> bool:
+    """Whether this process is the run's first: not a DDP worker that Lightning, torchrun
+    or SLURM started beside it (those share the first one's directory)."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Takes the run directory's lock (an flock on <run_dir>/.lock, which the kernel
+    releases when the process ends, however it ends) for the rest of this process's run,
+    or raises a ValueError naming the process that holds it: two processes writing the
+    same checkpoints would each overwrite the other's. Taken again, it is kept."""
+    key = run_dir.resolve()
+    if key in _held_locks or not is_first_process():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ValueError(
+            f"{run_dir} is in use by process {holder}, which is running this run: wait for "
+            f"it to end (or stop it: kill {holder}), then resume; nothing was changed"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held_locks[key] = fd
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Gives the run directory's lock back (the next job of a sweep, or a test, may take
+    it)."""
+    fd = _held_locks.pop(run_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def run_subdir(kind: str = "run") -> str:
     """Where a run (or a sweep: kind="sweep") writes, under outputs/: `slurm-<job id>` for
     a run in a SLURM batch job (the same when the job is requeued, so that it finds its
@@ -164,11 +208,14 @@ def check_run_dir_before_hydra(argv: list[str]) -> list[str]:
             check_writable(Path(args.get("paths.log_dir", "outputs")), "paths.log_dir")
             return argv
         check_writable(Path(run_dir), "hydra.run.dir")
+        hold_run_dir(Path(run_dir))  # before Hydra rewrites its .hydra/ files
         if args.get("ckpt_path", "null") == "null":
             run_dir = Path(run_dir)
             if conflict := run_dir_conflict(run_dir, resolve_ckpt_path(None, run_dir)):
                 raise ValueError(conflict)
     except ValueError as err:
+        if run_dir is not None:
+            release_run_dir(Path(run_dir))
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return argv
@@ -180,7 +227,7 @@ def remove_if_unused(run_dir: Path, log_dir: Path) -> None:
     mistyped command helps no one. A directory with checkpoints, logs or metrics.json stays."""
     if not run_dir.is_dir() or os.environ.get("LOCAL_RANK", "0") != "0":
         return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", "starts.jsonl"}:
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", "starts.jsonl", LOCK}:
         shutil.rmtree(run_dir, ignore_errors=True)
         latest = log_dir / LATEST
         if latest.is_symlink() and latest.resolve() == run_dir.resolve():
@@ -350,29 +397,74 @@ class ScheduleContinues(L.Callback):
 # ------------------------------------------------------------------------ checkpoint files
 
 
+class CheckpointNotWritten(RuntimeError):
+    """A checkpoint file the system would not let us write (a full disk, a quota, a
+    directory gone): the file of that name, if any, is still the previous whole one."""
+
+    def __init__(self, path: Path, err: OSError):
+        super().__init__(f"could not write {path} ({err.strerror or err})")
+        self.path = path
+
+
+class _WriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write (ENOSPC, EDQUOT):
+    torch's zip writer turns it into a RuntimeError that no longer says why."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save into `<name>.tmp-<pid>` in the target's directory, fsync, rename over the
     target, fsync the directory. On any error the temporary file is removed and the error
-    raised; the target is untouched."""
+    raised (CheckpointNotWritten for the system's: no space, no permission); the target is
+    untouched."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        stream = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                stream = _WriteErrors(f)
+                torch.save(checkpoint, stream)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
+            # torch's writer reports a failed write as a RuntimeError of its own
+            system_error = err if isinstance(err, OSError) else stream and stream.error
+            if system_error:
+                raise CheckpointNotWritten(path, system_error) from err
             raise
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a power cut
         finally:
             os.close(directory)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step a checkpoint file holds (memory-mapped: only that is read), or
+    None when there is no readable file."""
+    try:
+        return int(
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        )
+    except Exception:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
