@@ -152,8 +152,11 @@ def compose_checked(config_dir: str, config_name: str, argv: list[str]) -> DictC
     lacks, raised as they are: bad input), checked by check_option_types against the one
     their group choices alone compose. Hydra's own options (hydra.*) are left to Hydra."""
     own = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    groups = group_choices(config_dir, own)
     with hydra.initialize_config_dir(config_dir, version_base="1.3"):
         cfg = hydra.compose(config_name, overrides=own)
-        reference = hydra.compose(config_name, overrides=group_choices(config_dir, own))
+        if len(groups) == len(own):  # no values given: nothing to check (a composition each)
+            return cfg
+        reference = hydra.compose(config_name, overrides=groups)
     check_option_types(cfg, reference, OPEN_SECTIONS if config_name == "train" else ())
     return cfg

@@ -304,7 +304,7 @@ def cli() -> None:
     directory; the arguments composed and every value checked against its option's default,
     before Hydra creates a directory), then the Hydra application (which reads sys.argv)."""
     sys.argv[1:] = argv = run.check_run_dir_before_hydra(sys.argv[1:])
-    if not any(arg.startswith("-") for arg in argv):  # -m, --cfg: Hydra's, as they are
+    if argv and not any(arg.startswith("-") for arg in argv):  # -m, --cfg: Hydra's
         exit_on_user_error(compose_checked)(CONFIG_DIR, "train", argv)
     main()
 
