@@ -79,7 +79,8 @@ TINY = {
     "trainer.devices": "2",  # the SLURM sweep's 8 DDP tasks
     "compile": "false",  # 6 s of compiling on a CPU (tests/test_step_path.py compiles)
 }
-SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling")
+# the 4-job grid: make test runs the README's 2-job sweep, the slow tests the grid
+SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling", "n_layer=2,4 ")
 SKIPPED = ("make test", "make tensorboard", "source ", "curl ", "pytest ")
 
 
@@ -285,7 +286,9 @@ def test_readme_slow_commands_run_as_written(readme, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_RECORD", str(readme.cwd / "sbatch.sh"))
     monkeypatch.setenv("FAKE_SLURM_DIR", str(readme.cwd / "slurm"))
     lines = [c for c in readme_commands() if any(s in c for s in SLOW)]
-    assert len(lines) == 6  # the proofs twice (model.md, fundamentals.md), SLURM, scaling (3)
+    assert (
+        len(lines) == 6
+    )  # the proofs twice (model.md, fundamentals.md), SLURM, scaling (2), the grid
     for line in lines:
         assert readme.run(line) == 0, line
 
