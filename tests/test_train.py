@@ -736,13 +736,18 @@ def test_outputs_latest_names_the_newest_run_that_keeps_checkpoints(
     ]
     with pytest.raises(FileNotFoundError, match="there is no outputs/latest"):
         training_run.expand_latest(["ckpt_path=latest"])
-    assert call(train_script.cli, ["train.py", *tiny, "trainer.max_steps=2"]) == 0
-    (first,) = [p.parent.parent for p in outputs.rglob("checkpoints/last.ckpt")]
+    # directories named here: runs of one process within one second would share a name
+    first = outputs / "day" / "first"
+    argv = ["train.py", *tiny, "trainer.max_steps=2", f"hydra.run.dir={first}"]
+    assert call(train_script.cli, argv) == 0
     link = outputs / "latest"
     assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
     assert link.resolve() == first.resolve()
-    assert call(train_script.cli, ["train.py", *tiny, "debug=fast"]) == 0
-    assert call(train_script.cli, ["train.py", "-m", *tiny, "trainer.max_steps=1", "seed=1,2"]) == 0
+    argv = ["train.py", *tiny, "debug=fast", f"hydra.run.dir={outputs / 'day' / 'fast'}"]
+    assert call(train_script.cli, argv) == 0
+    sweep_dir = f"hydra.sweep.dir={outputs / 'day' / 'sweep'}"
+    argv = ["train.py", "-m", *tiny, "trainer.max_steps=1", "seed=1,2", sweep_dir]
+    assert call(train_script.cli, argv) == 0
     assert link.resolve() == first.resolve()
     sweep = (outputs / "latest_sweep").resolve()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
