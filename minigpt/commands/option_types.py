@@ -39,13 +39,14 @@ NULL_MEANS_OFF = ("every_n_steps", "every_n_minutes", "top_k", "top_p", "fused",
 _ABSENT = object()
 
 
-def default_of(reference: DictConfig, key: str):
-    """The option's default, resolved; _ABSENT when the config has no such option, None
-    when it cannot be resolved (then nothing is checked)."""
+def default_of(reference: DictConfig, key: str, unresolved):
+    """The option's default, resolved; _ABSENT when the config has no such option; as
+    written (`unresolved`) when it is an interpolation of Hydra's runtime, which is not
+    known outside a job (`${hydra:runtime.output_dir}`: text, then)."""
     try:
         return OmegaConf.select(reference, key, default=_ABSENT)
-    except Exception:  # an interpolation of Hydra's runtime, not known outside a job
-        return None
+    except Exception:
+        return unresolved
 
 
 def is_path_option(key: str) -> bool:
@@ -109,9 +110,7 @@ def check_option_types(
             continue  # not given on the command line, or a value with no default
         if isinstance(value, str) and "${" in value:
             continue
-        default = default_of(reference, key)
-        if default is None and defaults.get(key) is not None:  # an interpolation of Hydra's
-            default = defaults[key]
+        default = default_of(reference, key, default)
         if default is _ABSENT:
             if key.startswith(open_sections) or _inside_added_group(key, defaults):
                 continue

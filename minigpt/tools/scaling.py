@@ -46,11 +46,10 @@ def fit_power_law(n: list[float], loss: list[float], grid: int = 2000) -> PowerL
     return best
 
 
-def scaling_rows(sweep_dir: Path) -> tuple[list[dict], dict[str, str]]:
+def scaling_rows(jobs: list[Path]) -> tuple[list[dict], dict[str, str]]:
     """The finished jobs' size, compute and final val/bpb, smallest first; and the jobs left
     out, each with why (interrupted, failed, diverged, still running or no metrics.json)."""
     rows, left_out = [], {}
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=_num)
     for job in jobs:
         metrics_file = job / "metrics.json"
         if not metrics_file.is_file():
@@ -73,14 +72,11 @@ def scaling_rows(sweep_dir: Path) -> tuple[list[dict], dict[str, str]]:
     return sorted(rows, key=lambda r: r["n"]), left_out
 
 
-def _num(job: Path) -> int:
-    return int(job.name)
-
-
-def scaling_report(sweep_dir: Path) -> tuple[PowerLaw, dict[str, str]]:
-    """Fits the law, writes scaling.png (log-log: val/bpb against N and against FLOPs) and
-    scaling.md into sweep_dir; returns the law and the jobs left out of it, with why."""
-    rows, left_out = scaling_rows(sweep_dir)
+def scaling_report(sweep_dir: Path, jobs: list[Path]) -> tuple[PowerLaw, dict[str, str]]:
+    """Fits the law to the sweep's jobs, writes scaling.png (log-log: val/bpb against N and
+    against FLOPs) and scaling.md into sweep_dir; returns the law and the jobs left out of
+    it, with why."""
+    rows, left_out = scaling_rows(jobs)
     law = fit_power_law([r["n"] for r in rows], [r["bpb"] for r in rows])
     import matplotlib
 

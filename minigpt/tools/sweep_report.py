@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = write_report(args.sweep_dir)
-        law, left_out = scaling_report(args.sweep_dir) if args.scaling else (None, {})
+        law, left_out = (None, {})
+        if args.scaling:
+            law, left_out = scaling_report(args.sweep_dir, job_dirs(args.sweep_dir))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
