@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,7 @@ def call(entry, argv: list[str]) -> int:
     """Runs a command-line entry point in this process (as sys.argv would be); its exit
     status."""
     GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None  # an earlier in-process sweep's mode is not this one's
     sys.argv = argv
     try:
         result = entry()
