@@ -46,3 +46,47 @@ class RaiseAtStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             raise ValueError(f"a failure at step {self.step}")
+
+
+class CountScalarReads(L.Callback):
+    """Writes `reads-rank<r>.json`: {step: reads of a tensor's value by the host} for every
+    training step of the rank (`.item()`, `float()`, `bool()`: on a GPU each waits for the
+    device). Its step marker runs before every other callback."""
+
+    def __init__(self, out_dir: str):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Reads(TorchDispatchMode):
+            def __init__(self):
+                super().__init__()
+                self.step, self.per_step = None, {}
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default and self.step is not None:
+                    self.per_step[self.step] = self.per_step.get(self.step, 0) + 1
+                return func(*args, **(kwargs or {}))
+
+        self.out_dir, self.reads, self.marker = Path(out_dir), Reads(), None
+
+    def setup(self, trainer, pl_module, stage):
+        if self.marker is None:
+            reads = self.reads
+
+            class MarkSteps(L.Callback):
+                def on_train_batch_start(self, trainer, *args):
+                    reads.step = trainer.global_step + 1  # the step this batch makes
+
+                def on_validation_start(self, trainer, *args):
+                    reads.step = None
+
+            self.marker = MarkSteps()
+            trainer.callbacks.insert(0, self.marker)
+
+    def on_train_start(self, trainer, pl_module):
+        self.reads.__enter__()
+
+    def on_train_end(self, trainer, pl_module):
+        self.reads.__exit__(None, None, None)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"reads-rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(self.reads.per_step))

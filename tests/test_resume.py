@@ -127,8 +127,17 @@ def assert_same_run(a, b):
             marks=pytest.mark.slow,
         ),
         ("optimizer=muon", "scheduler=wsd", "model.qk_norm=true", "trainer.precision=bf16-mixed"),
+        pytest.param(
+            ("model.dropout=0.1", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            ("optimizer=adamw", "scheduler=warmup_cosine", "trainer=fsdp")
+            + ("trainer.accelerator=cpu", "trainer.devices=2"),
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["plain", "dropout+accumulation", "ddp+dropout", "muon+bf16"],
+    ids=["plain", "dropout+accumulation", "ddp+dropout", "muon+bf16", "fsdp+muon", "fsdp+adamw"],
 )
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, cache_dir, variant):
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -34,6 +34,7 @@ from minigpt.commands.console import (
 from minigpt.commands.option_types import OPEN_SECTIONS, check_option_types, compose_checked
 from minigpt.core.checkpoint import LATEST_SWEEP, load_checkpoint
 from minigpt.core.cpu_load import oversubscription
+from minigpt.core.model import GPT
 from minigpt.core.sampling import sample_texts, unencodable
 from minigpt.core.threads import set_cpu_threads
 from minigpt.core.tokenizers import tokenizer_from_dict
@@ -158,7 +159,12 @@ def build(
     return datamodule, module, trainer
 
 
-def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: str | None):
+def print_samples(
+    cfg: DictConfig,
+    module: GPTLightningModule,
+    best_checkpoint: str | None,
+    final_model: GPT | None = None,
+):
     """The end-of-run sample, from the best checkpoint (else the final model): on the
     terminal for a single run; into the job's samples.txt in a sweep, where one sample per
     job would bury the sweep's log."""
@@ -168,7 +174,7 @@ def print_samples(cfg: DictConfig, module: GPTLightningModule, best_checkpoint: 
     if best_checkpoint:
         model, tokenizer = load_checkpoint(best_checkpoint)
     else:
-        model = module.model.cpu().eval()
+        model = (final_model or module.model).cpu().eval()
         tokenizer = tokenizer_from_dict(module.hparams.tokenizer)
     if problem := unencodable(tokenizer, sample.prompt):
         log.warning(f"no sample: sample.prompt={sample.prompt!r}: {problem}")
@@ -263,6 +269,9 @@ def train(cfg: DictConfig) -> float | None:
             ) from err
         raise
     metrics = run.find_callback(trainer, RunReport).metrics
+    final_model = None
+    if cfg.sample.num_samples > 0 and not metrics["best_checkpoint"]:
+        final_model = module.whole_model()  # sharded: gathered onto rank 0 (all ranks call)
     if not trainer.is_global_zero:
         return None
     if metrics["diverged"]:
@@ -273,7 +282,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         return float("inf")
     log.info(summary(metrics, output_dir))
-    print_samples(cfg, module, metrics["best_checkpoint"])
+    print_samples(cfg, module, metrics["best_checkpoint"], final_model)
     if cfg.optimized_metric == "val/loss":
         return metrics["best_val_loss"]
     value = trainer.callback_metrics.get(cfg.optimized_metric)

@@ -458,17 +458,34 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.kv_cache = None
 
-    def param_groups(self) -> list[dict]:
-        """Optimizer groups: "hidden", the matrices inside the blocks (Muon's, with
-        optimizer=muon); "embeddings", the token and position tables and an untied head;
-        "no_decay", biases and norm gains, without weight decay. The others take the
-        optimizer's weight_decay."""
-        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
-        hidden = [p for name, p in trained if p.dim() >= 2 and name.startswith("blocks.")]
-        embeddings = [p for name, p in trained if p.dim() >= 2 and not name.startswith("blocks.")]
-        no_decay = [p for _, p in trained if p.dim() < 2]
+    def param_group_names(self) -> dict[str, str]:
+        """The optimizer group of each parameter, by name: "hidden", the matrices inside
+        the blocks (Muon's, with optimizer=muon); "embeddings", the token and position tables
+        and an untied head; "no_decay", biases and norm gains. Read from this plain module's
+        names and shapes, so that a wrapper that flattens or shards the parameters (FSDP)
+        keeps the same groups."""
+        groups = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.dim() < 2:
+                groups[name] = "no_decay"
+            else:
+                groups[name] = "hidden" if name.startswith("blocks.") else "embeddings"
+        return groups
+
+    def param_groups(self, named_parameters=None, group_names=None) -> list[dict]:
+        """Optimizer groups (`param_group_names`): "no_decay" without weight decay, the
+        others with the optimizer's. named_parameters: those of a wrapped copy of this model
+        (default: this module's); group_names: the names' groups, from the plain model."""
+        group_names = group_names or self.param_group_names()
+        named = self.named_parameters() if named_parameters is None else named_parameters
+        members = {"hidden": [], "embeddings": [], "no_decay": []}
+        for name, p in named:
+            if name in group_names:
+                members[group_names[name]].append(p)
         return [
-            {"params": hidden, "name": "hidden"},
-            {"params": embeddings, "name": "embeddings"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+            {"params": members["hidden"], "name": "hidden"},
+            {"params": members["embeddings"], "name": "embeddings"},
+            {"params": members["no_decay"], "weight_decay": 0.0, "name": "no_decay"},
         ]

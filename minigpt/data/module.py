@@ -11,6 +11,7 @@ Two ways to cut the token stream into training examples of `block_size` tokens:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -99,7 +100,9 @@ class TokenDataModule(L.LightningDataModule):
     corpus: "shakespeare" (the embedded corpus, split by works) or "text_files" (`paths`,
     split contiguously). The tokenizer is built from the train split alone.
     Training batches come from `StepBatches` seeded with `seed`: batch i of rank r is the
-    same in every run with that seed, resumed or not.
+    same in every run with that seed, resumed or not. split_batches: each of W ranks trains
+    on its part of the batch one process with batch_size x W would draw (the tests compare
+    strategies step for step with it).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class TokenDataModule(L.LightningDataModule):
         eval_windows: int | None = None,
         eval_seed: int = 0,
         seed: int = 0,
+        split_batches: bool = False,
     ):
         super().__init__()
         if corpus not in ("shakespeare", "text_files", "hf_dataset"):
@@ -144,7 +148,7 @@ class TokenDataModule(L.LightningDataModule):
                 f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
-        self.seed, self.num_proc = seed, num_proc
+        self.seed, self.num_proc, self.split_batches = seed, num_proc, split_batches
         self.eval_split, self.eval_windows = eval_split, eval_windows
         self.cache_path: Path | None = None
         self.tokenizer: CharTokenizer | BPETokenizer | None = None
@@ -184,41 +188,51 @@ class TokenDataModule(L.LightningDataModule):
         return Source(pieces, titles, *keys, documents=splits)
 
     def prepare_data(self) -> None:
-        """Tokenize the corpus into the cache unless an identical corpus is there already."""
+        """Tokenize the corpus into the cache unless an identical corpus is there already.
+        Processes that prepare the same entry at once (the ranks of a run, on one machine or
+        on a shared file system) take turns: the first builds it, the rest find it built."""
         if self.cache_path is not None:
             return
         source = self.source()
         settings = {"format": CACHE_FORMAT, "tokenizer": self.tokenizer_config}
         key = fingerprint(source.key, settings)
         path = self.cache_root / f"{self.corpus}-{key}"
-        if path.exists() and (damage := cache_damage(path)):
-            log.warning(f"token cache {path} is damaged ({damage}): rebuilding it")
-            shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            self.cache_root.mkdir(parents=True, exist_ok=True)
-            staging = self.cache_root / f".{path.name}.{os.getpid()}.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            start = time.perf_counter()
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_root / f".{path.name}.lock", "w") as lock:
+            # one process builds, whatever started them (torchrun, srun, a sweep's jobs);
+            # the others wait for it and then find the entry whole
             try:
-                if self.corpus == "shakespeare":  # split by works
-                    report_leaks(source.documents)
-                tokenizer = self.build_tokenizer(source)
-                write_cache(source.pieces, tokenizer, staging, self.workers, source.titles)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)  # no half-written entry stays
-                raise
-            seconds = time.perf_counter() - start
-            meta = json.loads((staging / "meta.json").read_text())
-            text_mb = sum(meta["splits"][split]["bytes"] for split in SPLITS) / 1e6
-            log.info(
-                f"token cache: {text_mb:,.1f} MB of text prepared in {seconds:.1f} s "
-                f"({text_mb / seconds:,.1f} MB/s, {self.workers} processes) into {path}"
-            )
-            try:
-                staging.rename(path)  # atomic: readers see a whole cache entry or none
-            except OSError:  # another process finished the same entry first
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info(f"waiting for another process to prepare the token cache {path}")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists() and (damage := cache_damage(path)):
+                log.warning(f"token cache {path} is damaged ({damage}): rebuilding it")
+                shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                staging = self.cache_root / f".{path.name}.{os.getpid()}.tmp"
                 shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir()
+                start = time.perf_counter()
+                try:
+                    if self.corpus == "shakespeare":  # split by works
+                        report_leaks(source.documents)
+                    tokenizer = self.build_tokenizer(source)
+                    write_cache(source.pieces, tokenizer, staging, self.workers, source.titles)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)  # no half-written entry stays
+                    raise
+                seconds = time.perf_counter() - start
+                meta = json.loads((staging / "meta.json").read_text())
+                text_mb = sum(meta["splits"][split]["bytes"] for split in SPLITS) / 1e6
+                log.info(
+                    f"token cache: {text_mb:,.1f} MB of text prepared in {seconds:.1f} s "
+                    f"({text_mb / seconds:,.1f} MB/s, {self.workers} processes) into {path}"
+                )
+                try:
+                    staging.rename(path)  # atomic: readers see a whole cache entry or none
+                except OSError:  # another process finished the same entry first
+                    shutil.rmtree(staging, ignore_errors=True)
         self.cache_path = path
 
     @property
@@ -318,8 +332,9 @@ class TokenDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank = trainer.global_rank if trainer else 0
         start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+        split_of = trainer.world_size if trainer and self.split_batches else None
         return StepBatches(
-            self.dataset("train", train=True), self.batch_size, self.seed, rank, start
+            self.dataset("train", train=True), self.batch_size, self.seed, rank, start, split_of
         )
 
     def _loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:

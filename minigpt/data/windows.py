@@ -93,15 +93,33 @@ class StepBatches(IterableDataset):
 
     Nothing about the data order lives in a sampler or an iterator, so a run resumed at
     optimizer step s (start = s x accumulated batches) trains on exactly the batches an
-    uninterrupted run would, every rank its own; each batch costs O(batch_size)."""
+    uninterrupted run would, every rank its own; each batch costs O(batch_size).
 
-    def __init__(self, examples: Dataset, batch_size: int, seed: int, rank: int = 0, start=0):
+    split_of: a number of ranks W (the comparison mode of the tests): batch i is then the
+    rank's part, rows [rank x batch_size, (rank + 1) x batch_size), of the batch of
+    W x batch_size examples that one process (rank 0, batch_size x W) draws, so that W
+    processes train on exactly what one process would."""
+
+    def __init__(
+        self,
+        examples: Dataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        start=0,
+        split_of: int | None = None,
+    ):
         self.examples, self.batch_size = examples, batch_size
-        self.seed, self.rank, self.start = seed, rank, start
+        self.seed, self.rank, self.start, self.split_of = seed, rank, start, split_of
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.rank, index])
-        picks = rng.integers(0, len(self.examples), self.batch_size)
+        if self.split_of:
+            rng = np.random.default_rng([self.seed, 0, index])
+            picks = rng.integers(0, len(self.examples), self.batch_size * self.split_of)
+            picks = picks[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        else:
+            rng = np.random.default_rng([self.seed, self.rank, index])
+            picks = rng.integers(0, len(self.examples), self.batch_size)
         inputs, targets = zip(*(self.examples[int(i)] for i in picks), strict=True)
         return torch.stack(inputs), torch.stack(targets)
 

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from minigpt.core.measures import bits_per_byte
 from minigpt.core.model import GPT, IGNORE_INDEX, GPTConfig
+from minigpt.training.sharding import full_tensor, gathered_state, is_sharded, shard_model
 
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -58,6 +59,9 @@ class GPTLightningModule(L.LightningModule):
             )
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
         self.model = GPT(GPTConfig(**model))
+        # read before any wrapping (FSDP shards the parameters): every strategy gets these
+        self.param_group_names = self.model.param_group_names()
+        self._whole: tuple[int, GPT | None] | None = None  # (step, gathered copy)
         # a compiled function, not a module, so it adds nothing to the state dict
         self._compiled_forward = (
             torch.compile(self.model.forward, mode=compile_mode) if compile else None
@@ -68,6 +72,31 @@ class GPTLightningModule(L.LightningModule):
         self.flops_per_batch = self.model.flops_per_token() * tokens_per_batch or None
         self.diverged = False  # a loss stopped being finite (on any rank)
         self._grad_norm: torch.Tensor | None = None  # this step's, when logged
+
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp` (ModelParallelStrategy): shards the model over the
+        data-parallel ranks. Other strategies wrap the model themselves."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is not None and not is_sharded(self.model):
+            shard_model(self.model, mesh["data_parallel"])
+
+    def whole_model(self) -> GPT | None:
+        """The GPT with all its weights, for sampling and drawing: the module's own, or,
+        when the model is sharded, a copy gathered onto rank 0 (None on the other ranks).
+        Sharded, this is a collective that every rank must call; the copy is kept until the
+        next optimizer step."""
+        if not is_sharded(self.model):
+            return self.model
+        step = self.trainer.global_step
+        if self._whole is None or self._whole[0] != step:
+            state = gathered_state(self.model)
+            copy = None
+            if state is not None:
+                copy = GPT(GPTConfig(**self.hparams.model))
+                copy.load_state_dict(state)
+                copy.to(self.device).eval()
+            self._whole = (step, copy)
+        return self._whole[1]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -148,8 +177,10 @@ class GPTLightningModule(L.LightningModule):
         self._grad_norm = None
         if self._is_logging_step():  # the gradient norm before clipping
             grads = [p.grad for p in self.parameters() if p.grad is not None]
+            # of all ranks' gradients: under DDP each rank holds them all (averaged); under
+            # FSDP each holds rows of each, and the norm of the DTensors is reduced over ranks
             self._grad_norm = torch.nn.utils.get_total_norm(grads)
-            self.log("train/grad_norm", self._grad_norm)
+            self.log("train/grad_norm", full_tensor(self._grad_norm))
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
@@ -169,7 +200,8 @@ class GPTLightningModule(L.LightningModule):
             torch.nn.utils.clip_grads_with_norm_(parameters, gradient_clip_val, self._grad_norm)
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.model.param_groups())
+        groups = self.model.param_groups(self.model.named_parameters(), self.param_group_names)
+        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(groups)
         scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer)
         return {
             "optimizer": optimizer,

@@ -5,12 +5,155 @@ with a Newton-Schulz iteration before the update: every direction of the matrix 
 about as much. It is meant for the matrices inside the blocks; embeddings, the LM head and
 the 1-D gains and biases stay with AdamW. Lightning's automatic optimization steps a single
 optimizer (one closure, one gradient clipping, one step count), so both live in one.
+
+Across devices (`DistributedMuon`), each matrix is orthogonalized once, by the rank that owns
+it, and the result sent to the ranks that hold it, as in Jordan's distributed Muon: under
+DDP every rank holds every whole matrix; under FSDP each holds rows of it, which the owner
+gathers first. torch's Muon would repeat the whole work on every rank (DDP), or run it on
+DTensors that gather each matrix onto every rank (FSDP).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Shard
 from torch.optim import AdamW, Muon, Optimizer
+from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+
+def row_counts(rows: int, ranks: int) -> list[int]:
+    """The rows of a matrix each rank holds under FSDP's Shard(0): torch.chunk's split (a
+    rank past the last chunk holds none)."""
+    per_rank = -(-rows // ranks)
+    return [max(0, min(per_rank, rows - k * per_rank)) for k in range(ranks)]
+
+
+def all_to_all(pieces: list, size: int, ranks: int, group, device) -> list[torch.Tensor]:
+    """Sends pieces[k] (or nothing, None or past the list's end) to rank k; returns what
+    each rank sent this one. Every message is padded to `size` bf16 numbers: gloo's
+    all-to-all moves tensors of one size only. bf16 loses nothing here: Newton-Schulz
+    rounds its input to bf16 first, and its result is bf16."""
+    send = [torch.zeros(size, dtype=torch.bfloat16, device=device) for _ in range(ranks)]
+    for k, piece in enumerate(pieces):
+        if piece is not None:
+            send[k][: piece.numel()] = piece.flatten()
+    received = [torch.empty_like(send[0]) for _ in range(ranks)]
+    dist.all_to_all(received, send, group=group)
+    return received
+
+
+class DistributedMuon(Muon):
+    """torch.optim.Muon (the same options and updates) whose Newton-Schulz work is split
+    across the data-parallel ranks. The momentum is elementwise, so each rank keeps it for
+    what it holds: whole matrices (DDP), or its rows of each (FSDP, `Shard(0)` DTensors).
+    Then, W matrices at a time, matrix j goes to rank j, which orthogonalizes it; under DDP
+    the results are all-gathered, under FSDP the owner first gathers the matrix's rows and
+    then sends each rank its rows of the result (two all-to-alls). In one process, or
+    without an initialized process group, it steps as torch's Muon does, to the bit.
+
+    Plain tensors in an initialized process group of several ranks are taken to be DDP's
+    replicas (the same gradients on every rank)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = [self._momentum_update(p, group) for p in params]
+            orthogonal = self._orthogonalize(params, updates, group)
+            for p, update in zip(params, orthogonal, strict=True):
+                weights = p.to_local() if isinstance(p, DTensor) else p
+                weights.mul_(1 - group["lr"] * group["weight_decay"])
+                weights.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
+        return loss
+
+    def _momentum_update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        grad, buf = p.grad, state["momentum_buffer"]
+        if isinstance(p, DTensor):
+            grad, buf = grad.to_local(), buf.to_local()
+        buf.lerp_(grad, 1 - group["momentum"])
+        return grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+
+    def _orthogonalize(self, params, updates, group) -> list[torch.Tensor]:
+        def newton_schulz(update):
+            coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
+            return _zeropower_via_newtonschulz(update, coefficients, steps, eps)
+
+        sharded = [isinstance(p, DTensor) for p in params]
+        if any(sharded):
+            if not all(sharded):
+                raise ValueError("DistributedMuon: some hidden matrices are sharded, some not")
+            return self._orthogonalize_sharded(params, updates, newton_schulz)
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return [newton_schulz(u) for u in updates]
+        return self._orthogonalize_replicated(updates, newton_schulz)
+
+    @staticmethod
+    def _orthogonalize_replicated(updates, newton_schulz) -> list[torch.Tensor]:
+        ranks, rank = dist.get_world_size(), dist.get_rank()
+        out = []
+        for start in range(0, len(updates), ranks):
+            block = updates[start : start + ranks]
+            size = max(u.numel() for u in block)
+            mine = torch.zeros(size, dtype=torch.bfloat16, device=block[0].device)
+            if rank < len(block):
+                result = newton_schulz(block[rank])
+                mine[: result.numel()] = result.flatten()
+            gathered = [torch.empty_like(mine) for _ in range(ranks)]
+            dist.all_gather(gathered, mine)
+            out += [g[: u.numel()].view(u.shape) for g, u in zip(gathered, block, strict=False)]
+        return out
+
+    @staticmethod
+    def _orthogonalize_sharded(params, updates, newton_schulz) -> list[torch.Tensor]:
+        mesh = params[0].device_mesh
+        if mesh.ndim != 1 or any(p.placements != (Shard(0),) for p in params):
+            raise ValueError(
+                "DistributedMuon shards by rows over one mesh dimension (FSDP's Shard(0)); "
+                f"got placements {params[0].placements} on a {mesh.ndim}-D mesh"
+            )
+        group, ranks, rank = mesh.get_group(), mesh.size(), mesh.get_local_rank()
+        device, out = updates[0].device, []
+        for start in range(0, len(params), ranks):
+            block = list(range(start, min(start + ranks, len(params))))
+            rows = {i: row_counts(params[i].shape[0], ranks) for i in block}
+            cols = {i: params[i].shape[1] for i in block}
+            for i in block:
+                if updates[i].shape[0] != rows[i][rank]:
+                    raise ValueError(
+                        f"DistributedMuon: rank {rank} holds {updates[i].shape[0]} rows of a "
+                        f"{tuple(params[i].shape)} matrix, expected {rows[i][rank]}"
+                    )
+            size = max(rows[i][k] * cols[i] for i in block for k in range(ranks))
+
+            # each rank sends the owner of matrix j (rank j) its rows of j
+            received = all_to_all([updates[i] for i in block], size, ranks, group, device)
+            pieces: list[torch.Tensor | None] = [None] * ranks
+            if rank < len(block):
+                i = block[rank]
+                whole = torch.cat(
+                    [
+                        r[: n * cols[i]].view(n, cols[i])
+                        for r, n in zip(received, rows[i], strict=True)
+                    ]
+                )
+                # the owner's own rows are taken as sent (bf16): as every other rank's
+                result = newton_schulz(whole.float())
+                pieces = list(result.split(rows[i]))
+            # each owner sends every rank its rows of the result
+            received = all_to_all(pieces, size, ranks, group, device)
+            out += [
+                r[: rows[i][rank] * cols[i]].view(rows[i][rank], cols[i])
+                for r, i in zip(received, block, strict=False)
+            ]
+        return out
 
 
 class MuonWithAdamW(Optimizer):
@@ -51,7 +194,7 @@ class MuonWithAdamW(Optimizer):
                 f"MuonWithAdamW needs a 'hidden' group and at least one other, got "
                 f"{[g['name'] for g in groups]}"
             )
-        self.muon = Muon(
+        self.muon = DistributedMuon(
             hidden,
             lr=lr,
             weight_decay=muon_weight_decay,

@@ -53,6 +53,7 @@ from minigpt.core.measures import bits_per_byte
 from minigpt.core.options import flatten, is_integer, is_number
 from minigpt.training.callbacks.step_timer import StepTimer
 from minigpt.training.callbacks.tensorboard import declare_hparams, log_hparam_metrics
+from minigpt.training.sharding import is_sharded, local_tensor
 
 log = logging.getLogger(__name__)
 # every validation: into train.log alone (conf/hydra/default.yaml; the bar shows them)
@@ -489,8 +490,13 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def weights_are_finite(module: torch.nn.Module) -> bool:
-    return bool(torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all())
+def weights_are_finite(trainer: L.Trainer, module: torch.nn.Module) -> bool:
+    """Whether every weight is finite; sharded (FSDP), each rank looks at its own rows and
+    all ranks agree on the answer."""
+    finite = torch.stack([torch.isfinite(local_tensor(p)).all() for p in module.parameters()])
+    if is_sharded(module):
+        return trainer.strategy.reduce_boolean_decision(bool(finite.all()), all=True)
+    return bool(finite.all())
 
 
 class _FiniteCheckpoint(ModelCheckpoint):
@@ -499,7 +505,7 @@ class _FiniteCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         module = trainer.lightning_module
-        if getattr(module, "diverged", False) or not weights_are_finite(module):
+        if getattr(module, "diverged", False) or not weights_are_finite(trainer, module):
             rank_zero_only(log.warning)(
                 f"weights are not finite at step {trainer.global_step}: not saving"
             )
@@ -537,6 +543,17 @@ def validates_after(trainer: L.Trainer, batch_idx: int) -> bool:
     if not trainer.enable_validation or not isinstance(every, int) or every <= 0:
         return False
     return (batch_idx + 1) % every == 0
+
+
+def ranks_agree_now(trainer: L.Trainer) -> bool:
+    """Whether the ranks exchange decisions (stop on a signal, a timed checkpoint) after this
+    optimizer step: every step in one process, where deciding costs nothing; on the logging
+    steps (every trainer.log_every_n_steps, and the last) under DDP or FSDP, where agreeing
+    waits for the device, as the logging of those steps does anyway."""
+    if trainer.world_size == 1:
+        return True
+    step = trainer.global_step
+    return step % trainer.log_every_n_steps == 0 or step >= trainer.max_steps
 
 
 class LastCheckpoint(_FiniteCheckpoint):
@@ -585,7 +602,7 @@ class LastCheckpoint(_FiniteCheckpoint):
             return  # saved already
         due = self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0
         due = due or trainer.global_step == stable_until(trainer)
-        if self.every_n_minutes is not None and not due:
+        if self.every_n_minutes is not None and not due and ranks_agree_now(trainer):
             late = time.monotonic() - self._last_time >= 60 * self.every_n_minutes
             due = trainer.strategy.broadcast(late)  # rank 0's clock decides for all
         if due and validates_after(trainer, batch_idx):
@@ -636,7 +653,8 @@ class RunInterrupted(BaseException):
 
 class GracefulStop(L.Callback):
     """Turns SIGINT, SIGTERM (and SLURM's requeue signal) into a checkpointed stop at the
-    end of the next optimizer step. A second Ctrl-C stops at once, as usual."""
+    end of the next optimizer step (under DDP or FSDP: the next logging step, where the
+    ranks agree on it). A second Ctrl-C stops at once, as usual."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -654,6 +672,12 @@ class GracefulStop(L.Callback):
             signals.append(environment.requeue_signal)
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._handle)
+        # Lightning broadcasts its own SIGTERM flag from rank 0 before every training batch
+        # under DDP/FSDP and reads it back (a wait for the device each step); with its
+        # handler replaced by this one, that flag never rises: skip the exchange
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_broadcast_sigterm_tensor"):
+            loop._broadcast_sigterm_tensor = lambda: None
 
     def _handle(self, signum: int, frame) -> None:
         if self.received == signal.SIGINT and signum == signal.SIGINT:
@@ -664,6 +688,8 @@ class GracefulStop(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not ends_optimizer_step(trainer, batch_idx):
             return  # inside gradient accumulation: the state is not a whole step
+        if not ranks_agree_now(trainer):
+            return  # a signal waits for the next logging step (all ranks stop at the same)
         flag = self.received is not None
         if trainer.world_size > 1:
             flag = trainer.strategy.reduce_boolean_decision(flag, all=False)
@@ -758,6 +784,10 @@ class RunReport(L.Callback):
         self.metrics: dict | None = None
         self._start = time.perf_counter()  # of this session's fit
         self._graphs_before = 0
+        # (step, tokens seen by then) where this session started: a run resumed on another
+        # number of devices trains on another number of tokens per step from there on
+        self._tokens_from = (0, 0)
+        self._trainer: L.Trainer | None = None
 
     @property
     def state_key(self) -> str:
@@ -768,18 +798,30 @@ class RunReport(L.Callback):
         """Training time of the whole run: earlier sessions and this one."""
         return self.train_seconds + time.perf_counter() - self._start
 
+    def tokens_seen(self, step: int) -> int:
+        """Tokens trained on by optimizer step `step` (of this session), over all sessions."""
+        start, tokens = self._tokens_from
+        return tokens + (step - start) * self.tokens_per_step
+
     def state_dict(self) -> dict:
+        step = self._trainer.global_step if self._trainer else 0
         return {
             "config": self.source,
             "val_curve": self.val_curve,
             "train_seconds": self.seconds_so_far,
             "resumed_at": self.resumed_at,
+            "tokens_seen": [step, self.tokens_seen(step)],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.val_curve = [list(v) for v in state["val_curve"]]
         self.train_seconds = state["train_seconds"]
         self.resumed_at = list(state["resumed_at"])
+        if "tokens_seen" in state:  # else: the same tokens per step throughout
+            self._tokens_from = tuple(state["tokens_seen"])
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -851,15 +893,14 @@ class RunReport(L.Callback):
             "val_curve": curve,
             "train_loss": train_loss,
             "steps": trainer.global_step,
-            "tokens_seen": trainer.global_step * self.tokens_per_step,
+            "tokens_seen": self.tokens_seen(trainer.global_step),
             "wall_time_s": round(self.seconds_so_far, 2),
             "median_step_ms": timer.median_ms if timer else None,
             "parameters": pl_module.model.num_parameters(),
             "non_embedding_parameters": pl_module.model.num_parameters(embeddings=False),
             # training compute: (6 N + the attention term) per token, times the tokens seen
             "training_flops": pl_module.model.flops_per_token()
-            * trainer.global_step
-            * self.tokens_per_step,
+            * self.tokens_seen(trainer.global_step),
             "stop_at_val_loss": target,
             # the first validation below stop_at_val_loss
             "target_step": next((s for s, v in curve if target is not None and v < target), None),

@@ -87,14 +87,19 @@ class TextSamples(L.Callback):
         writers = tensorboard_writers(trainer)
         loss = trainer.callback_metrics.get("val/loss")
         diverged = loss is not None and not torch.isfinite(loss)
-        if trainer.sanity_checking or not writers or not trainer.is_global_zero or diverged:
+        # the same on every rank (a logger, the synced val/loss): all or none gather a model
+        if trainer.sanity_checking or not writers or diverged:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
         if problem := unencodable(tokenizer, self.prompt):
-            log.warning(f"no text sample: prompt {self.prompt!r}: {problem}")
+            if trainer.is_global_zero:
+                log.warning(f"no text sample: prompt {self.prompt!r}: {problem}")
+            return
+        model = pl_module.whole_model()  # sharded: gathered onto rank 0
+        if not trainer.is_global_zero:
             return
         (text,) = sample_texts(
-            pl_module.model,
+            model,
             tokenizer,
             self.prompt,
             self.max_new_tokens,
@@ -117,22 +122,26 @@ class AttentionMaps(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writers = tensorboard_writers(trainer)
-        if trainer.sanity_checking or not writers or not trainer.is_global_zero:
+        if trainer.sanity_checking or not writers:
             return
         tokenizer = tokenizer_from_dict(pl_module.hparams.tokenizer)
         if problem := unencodable(tokenizer, self.prompt):
-            log.warning(f"no attention maps: prompt {self.prompt!r}: {problem}")
+            if trainer.is_global_zero:
+                log.warning(f"no attention maps: prompt {self.prompt!r}: {problem}")
             return
         ids = tokenizer.encode(self.prompt)[: self.max_tokens]
         if len(ids) < 2:
             return
+        model = pl_module.whole_model()  # sharded: gathered onto rank 0 (every rank calls)
+        if not trainer.is_global_zero:
+            return
         labels = [token_label(tokenizer.decode([i])) for i in ids]
-        was_training = pl_module.model.training
-        pl_module.model.eval()
+        was_training = model.training
+        model.eval()
         try:
-            maps = attention_maps(pl_module.model, ids)
+            maps = attention_maps(model, ids)
         finally:
-            pl_module.model.train(was_training)
+            model.train(was_training)
         figure = plot_attention(maps, labels, title=f"step {trainer.global_step}")
         for writer in writers:
             writer.add_figure("attention", figure, global_step=trainer.global_step)
