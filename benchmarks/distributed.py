@@ -27,13 +27,16 @@ from minigpt.training.optimizers import MuonWithAdamW
 from minigpt.training.sharding import local_tensor, shard_model
 
 RANKS = 2
+# muon: the Newton-Schulz iteration in bfloat16 (torch's); muon-fp32: in float32
+KINDS = ("adamw", "muon", "muon-fp32")
 
 
 def make_optimizer(kind: str, model: GPT, group_names: dict):
     groups = model.param_groups(model.named_parameters(), group_names)
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, foreach=True)
-    return MuonWithAdamW(groups, lr=0.02, adamw_lr=3e-3, weight_decay=0.1)
+    ns_dtype = "float32" if kind == "muon-fp32" else "bfloat16"
+    return MuonWithAdamW(groups, lr=0.02, adamw_lr=3e-3, weight_decay=0.1, ns_dtype=ns_dtype)
 
 
 def held_bytes(model: GPT, optimizer) -> dict[str, int]:
@@ -98,7 +101,7 @@ def worker(rank: int, port: int, args, out: str) -> None:
     mesh = init_device_mesh("cpu", (RANKS,))
     config = model_config(args)
     results = {}
-    for kind in ("adamw", "muon"):
+    for kind in args.kinds:
         for strategy in ("ddp", "fsdp"):
             results[(kind, strategy)] = measure(config, kind, strategy, args, rank, mesh)
     dist.barrier()
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=4, help="per rank")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     args = parser.parse_args()
     out = f"/tmp/minigpt-distributed-{os.getpid()}.pt"
     mp.spawn(worker, args=(free_port(), args, out), nprocs=RANKS)
@@ -129,7 +133,7 @@ def main() -> None:
     results = saved["results"]
     config = model_config(args)
     torch.set_num_threads(1)  # as each rank: the one process's step is twice a rank's work
-    for kind in ("adamw", "muon"):
+    for kind in args.kinds:
         results[(kind, "single")] = measure(config, kind, "single", args, 0, None)
     print(
         f"GPT {args.layers} x {args.width}, {saved['parameters'] / 1e6:.1f}M parameters, "
@@ -137,7 +141,7 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print("optimizer strategy  step ms  weights MB  grads MB  optimizer MB  total MB  vs DDP")
-    for kind in ("adamw", "muon"):
+    for kind in args.kinds:
         ddp_total = sum(v for k, v in results[(kind, "ddp")].items() if k != "step_ms")
         for strategy in ("single", "ddp", "fsdp"):
             r = results[(kind, strategy)]
@@ -147,9 +151,10 @@ def main() -> None:
                 f"{r['gradients'] / 1e6:9.1f} {r['optimizer'] / 1e6:13.1f} {total / 1e6:9.1f} "
                 f"{total / ddp_total:7.2f}"
             )
-    for strategy in ("ddp", "fsdp"):
-        ratio = results[("muon", strategy)]["step_ms"] / results[("adamw", strategy)]["step_ms"]
-        print(f"Muon step / AdamW step under {strategy}: {ratio:.2f}")
+    for kind in [k for k in args.kinds if k != "adamw"]:
+        for strategy in ("single", "ddp", "fsdp"):
+            ratio = results[(kind, strategy)]["step_ms"] / results[("adamw", strategy)]["step_ms"]
+            print(f"{kind} step / AdamW step, {strategy}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

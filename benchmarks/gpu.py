@@ -101,16 +101,27 @@ def compose(overrides: list[str]):
         return hydra_compose("train", overrides=overrides)
 
 
-def throughput_overrides(smoke: bool, batch: int, steps: int, compile_mode=None) -> list[str]:
+def throughput_overrides(
+    smoke: bool, batch: int, steps: int, compile_mode=None, extra: list[str] | None = None
+) -> list[str]:
     """Ours for throughput: GPT-2 124M (`experiment=gpt2_124m`) in bf16, compiled, one
-    batch per optimizer step, no validation, no checkpoint, no text samples."""
+    batch per optimizer step, no validation, no checkpoint, no text samples. extra: more
+    overrides (a `trainer=` among them replaces trainer=gpu; `compile=false` the compile)."""
+    extra = list(extra or [])
     if smoke:
         shape = ["model=tiny", "trainer.accelerator=cpu", "trainer.precision=32-true"]
         shape += ["compile=false"]
+        extra = [o for o in extra if not o.startswith("compile")]
     else:
         shape = ["experiment=gpt2_124m", "trainer=gpu", "trainer.precision=bf16-mixed"]
         shape += ["compile=true", f"compile_mode={compile_mode or 'null'}"]
+    if any(o.startswith("trainer=") for o in extra):
+        shape = [o for o in shape if o != "trainer=gpu"]
+    if smoke and any(o.startswith("trainer=") for o in extra):
+        extra.append("trainer.accelerator=cpu")
+    shape = [o for o in shape if o.split("=")[0] not in {e.split("=")[0] for e in extra}]
     return [
+        *extra,
         *shape,
         f"data.batch_size={batch}",
         "trainer.accumulate_grad_batches=1",
@@ -147,7 +158,9 @@ def throughput_worker(args) -> None:
     from minigpt.training.callbacks.step_timer import StepTimer
     from minigpt.training.callbacks.throughput import peak_flops
 
-    overrides = throughput_overrides(args.smoke, args.batch, args.steps, args.compile_mode)
+    overrides = throughput_overrides(
+        args.smoke, args.batch, args.steps, args.compile_mode, args.override
+    )
     cfg = compose([*overrides, f"paths.output_dir={args.run_dir}"])
     vocab = 65 if args.smoke else GPT2_VOCAB
     synthetic = SyntheticTokens(vocab, cfg.model.block_size, args.batch)
@@ -343,7 +356,9 @@ def nanogpt_throughput(session: Session, name: str) -> None:
     session.record(name, figure)
 
 
-def our_throughput(session: Session, name: str, batch: int, compile_mode=None) -> None:
+def our_throughput(
+    session: Session, name: str, batch: int, compile_mode=None, extra: list[str] | None = None
+) -> None:
     if not session.fits(name, 60):
         return
     steps = 12 if session.args.smoke else 50
@@ -352,6 +367,7 @@ def our_throughput(session: Session, name: str, batch: int, compile_mode=None) -
     command += [f"--batch={batch}", f"--steps={steps}", f"--run-dir={run_dir}", "--warmup=5"]
     if compile_mode:
         command.append(f"--compile-mode={compile_mode}")
+    command += [f"--override={o}" for o in extra or []]
     if session.args.smoke:
         command.append("--smoke")
     code, wall, output, _ = session.run(command, cwd=ROOT, limit_s=300)
@@ -513,6 +529,7 @@ def main() -> None:
     worker.add_argument("--warmup", type=int, default=5)
     worker.add_argument("--compile-mode")
     worker.add_argument("--run-dir")
+    worker.add_argument("--override", action="append", help="a train.py override, repeatable")
     args = parser.parse_args()
     if args.worker:
         throughput_worker(args)
@@ -537,6 +554,15 @@ def main() -> None:
     if not args.smoke:
         overhead = ["compile=true", "compile_mode=reduce-overhead"]
         our_quality(session, "quality/ours-reduce-overhead", overhead)
+    # one device under each distributed strategy, eager (compile is not tested with FSDP2),
+    # Muon (the default) and AdamW: what DDP and FSDP cost where there is nothing to share
+    adamw = ["optimizer=adamw", "scheduler=warmup_cosine", "compile=false"]
+    for strategy in ("auto", "ddp", "fsdp"):
+        chosen = [] if strategy == "auto" else [f"trainer={strategy}", "trainer.devices=1"]
+        our_throughput(
+            session, f"throughput/{strategy}1-muon", 12, extra=[*chosen, "compile=false"]
+        )
+        our_throughput(session, f"throughput/{strategy}1-adamw", 12, extra=[*chosen, *adamw])
     archive_runs(session)
     table(session)
 

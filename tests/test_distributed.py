@@ -63,10 +63,8 @@ def worker(rank: int, port: int, out: str) -> None:
 
     mesh = init_device_mesh("cpu", (RANKS,))
     calls = []  # the shapes that this rank's Newton-Schulz calls see
-    original = optimizers._zeropower_via_newtonschulz
-    optimizers._zeropower_via_newtonschulz = lambda g, *a: (
-        calls.append(tuple(g.shape)) or original(g, *a)
-    )
+    original = optimizers.newton_schulz
+    optimizers.newton_schulz = lambda g, *a: calls.append(tuple(g.shape)) or original(g, *a)
     rows = slice(rank * BATCH // RANKS, (rank + 1) * BATCH // RANKS)
     results = {}
     for kind in ("adamw", "muon"):

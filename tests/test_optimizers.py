@@ -81,3 +81,36 @@ def test_parameters_without_named_groups_are_refused():
     hidden = tiny_model().param_groups()[:1]
     with pytest.raises(ValueError, match="a 'hidden' group and at least one other"):
         MuonWithAdamW(hidden)
+
+
+@pytest.mark.parametrize("shape", [(24, 8), (8, 24), (16, 16)])
+def test_our_newton_schulz_in_bfloat16_is_torchs(shape):
+    """The same operations in the same order as torch.optim.Muon's iteration: bit for bit,
+    tall, wide and square; in float32 the same iteration, rounded less."""
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    from minigpt.training.optimizers import newton_schulz
+
+    update = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    coefficients = (3.4445, -4.7750, 2.0315)
+    theirs = _zeropower_via_newtonschulz(update, coefficients, 5, 1e-7)
+    ours = newton_schulz(update, coefficients, 5, 1e-7, torch.bfloat16)
+    assert ours.dtype == torch.bfloat16 and torch.equal(ours, theirs)
+    fp32 = newton_schulz(update, coefficients, 5, 1e-7, torch.float32)
+    assert fp32.dtype == torch.float32 and not torch.equal(fp32, theirs.float())
+    assert (fp32 - theirs.float()).abs().max() < 0.05  # bf16's rounding, not another result
+    singular = torch.linalg.svdvals(fp32)
+    assert singular.min() > 0.5 and singular.max() < 1.3  # near-orthogonal: U S' V^T
+
+
+def test_muon_in_float32_steps_and_a_bad_dtype_is_refused():
+    model = tiny_model()
+    optimizer = MuonWithAdamW(model.param_groups(), ns_dtype="float32", **SETTINGS)
+    train(model, [optimizer], steps=2)
+    assert not torch.equal(
+        model.blocks[0].attn.c_attn.weight, tiny_model().blocks[0].attn.c_attn.weight
+    )
+    with pytest.raises(
+        ValueError, match="optimizer.ns_dtype='float16' is not one of bfloat16, float32"
+    ):
+        MuonWithAdamW(tiny_model().param_groups(), ns_dtype="float16", **SETTINGS)
