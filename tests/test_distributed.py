@@ -387,3 +387,12 @@ def test_processes_started_by_torchrun_tokenize_a_fresh_corpus_once(tmp_path):
     assert output.count("token cache: ") == 1, output[-3000:]
     assert "waiting for another process to prepare the token cache" in output
     assert len(list(cache.glob("bpe-*.json"))) == 1
+
+
+def test_compile_with_fsdp_is_refused_before_anything_is_written(compose_train, tmp_path):
+    from minigpt.commands import train as train_script
+
+    cfg = compose_train("experiment=tiny", "trainer=fsdp", "trainer.devices=1", "compile=true")
+    with pytest.raises(ValueError, match="compile=true with trainer=fsdp is not supported"):
+        train_script.train(cfg)
+    assert not (tmp_path / "checkpoints").exists()

@@ -58,6 +58,13 @@ def check_config(cfg: DictConfig) -> None:
     threads = option(cfg, "threads")
     if threads not in ("auto", _ABSENT) and (not is_integer(threads) or threads < 1):
         raise ValueError(f"threads={threads!r} must be auto or an integer >= 1")
+    strategy = option(cfg, "trainer.strategy")
+    sharded = isinstance(strategy, DictConfig) and "FullySharded" in str(strategy.get("_target_"))
+    if sharded and option(cfg, "compile") is True:
+        raise ValueError(
+            "compile=true with trainer=fsdp is not supported: the compiled forward would skip "
+            "FSDP's gathering of the whole model's own weights; use compile=false"
+        )
     accelerator = str(option(cfg, "trainer.accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
