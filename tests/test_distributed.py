@@ -396,3 +396,19 @@ def test_compile_with_fsdp_is_refused_before_anything_is_written(compose_train, 
     with pytest.raises(ValueError, match="compile=true with trainer=fsdp is not supported"):
         train_script.train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_checkpoint_saved_before_the_new_options_resumes_with_their_defaults(tmp_path):
+    """data.split_batches and optimizer.ns_dtype were added after runs were saved: a saved
+    config without them ran as their defaults do, and resumes; another value is refused."""
+    from minigpt.training.run import check_resume_config
+
+    current = {
+        "data": {"batch_size": 8, "split_batches": False},
+        "optimizer": {"lr": 0.05, "ns_dtype": "bfloat16"},
+    }
+    saved = {"data": {"batch_size": 8}, "optimizer": {"lr": 0.05}}
+    check_resume_config(saved, current, tmp_path / "last.ckpt")
+    changed = current | {"optimizer": {"lr": 0.05, "ns_dtype": "float32"}}
+    with pytest.raises(ValueError, match="optimizer.ns_dtype='float32' changes the run"):
+        check_resume_config(saved, changed, tmp_path / "last.ckpt")

@@ -287,6 +287,11 @@ RESUME_MAY_CHANGE = (
 )
 
 
+# options added after runs were saved with the project: a checkpoint whose config lacks one
+# ran as that value does
+ADDED_OPTIONS = {"data.split_batches": False, "optimizer.ns_dtype": "bfloat16"}
+
+
 def check_resume_config(saved: dict, current: dict, path: Path) -> None:
     """Raises a ValueError naming the first field that differs between the config a run
     was started with (saved in its checkpoint) and the resumed run's, unless it may change."""
@@ -294,6 +299,8 @@ def check_resume_config(saved: dict, current: dict, path: Path) -> None:
     for key in sorted(old.keys() | new.keys()):
         if any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE):
             continue
+        if key not in old and key in ADDED_OPTIONS and new.get(key) == ADDED_OPTIONS[key]:
+            continue  # saved before the option existed, and run as its value does
         if old.get(key, "<unset>") != new.get(key, "<unset>"):
             what = "the model's shape" if key.startswith("model.") else "the run"
             raise ValueError(
