@@ -117,8 +117,8 @@ def throughput_overrides(
         shape += ["compile=true", f"compile_mode={compile_mode or 'null'}"]
     if any(o.startswith("trainer=") for o in extra):
         shape = [o for o in shape if o != "trainer=gpu"]
-    if smoke and any(o.startswith("trainer=") for o in extra):
-        extra.append("trainer.accelerator=cpu")
+        if smoke:  # the chosen trainer group would set its own accelerator
+            extra.append("trainer.accelerator=cpu")
     shape = [o for o in shape if o.split("=")[0] not in {e.split("=")[0] for e in extra}]
     return [
         *extra,

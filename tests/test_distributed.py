@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from minigpt.core.model import GPT, GPTConfig
 from minigpt.training import optimizers
 from minigpt.training.optimizers import MuonWithAdamW, row_counts
-from minigpt.training.sharding import shard_model
+from minigpt.training.sharding import full_tensor, shard_model
 
 CONFIG = GPTConfig(vocab_size=13, block_size=16, n_layer=3, n_head=2, n_embd=16)
 STEPS, BATCH, RANKS = 4, 8, 2
@@ -43,16 +43,13 @@ def train(model, optimizer, rows: slice):
         optimizer.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.2)
-        norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
+        norms.append(float(full_tensor(norm)))
         optimizer.step()
     return norms
 
 
 def whole_weights(model) -> dict[str, torch.Tensor]:
-    return {
-        name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
-        for name, p in model.named_parameters()
-    }
+    return {name: full_tensor(p).detach().clone() for name, p in model.named_parameters()}
 
 
 def worker(rank: int, port: int, out: str) -> None:

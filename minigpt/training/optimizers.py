@@ -21,6 +21,8 @@ from torch.distributed.tensor import DTensor, Shard
 from torch.optim import AdamW, Muon, Optimizer
 from torch.optim._muon import _adjust_lr
 
+from minigpt.training.sharding import local_tensor
+
 
 def row_counts(rows: int, ranks: int) -> list[int]:
     """The rows of a matrix each rank holds under FSDP's Shard(0): torch.chunk's split (a
@@ -55,15 +57,22 @@ def iteration_cost(shape) -> int:
     return short * short * (2 * long + short)
 
 
+def padded(piece: torch.Tensor | None, size: int, dtype, device) -> torch.Tensor:
+    """`size` numbers of `dtype`: the piece's, flattened, then zeros (all zeros for None):
+    gloo's collectives move tensors of one size only."""
+    message = torch.zeros(size, dtype=dtype, device=device)
+    if piece is not None:
+        message[: piece.numel()] = piece.flatten()
+    return message
+
+
 def all_to_all(pieces: list, size: int, ranks: int, group, device, dtype) -> list[torch.Tensor]:
     """Sends pieces[k] (or nothing, None or past the list's end) to rank k; returns what
     each rank sent this one. Every message is padded to `size` numbers of the iteration's
     dtype (gloo's all-to-all moves tensors of one size only), which loses nothing: the
     iteration rounds its input to that dtype first, and its result is in it."""
-    send = [torch.zeros(size, dtype=dtype, device=device) for _ in range(ranks)]
-    for k, piece in enumerate(pieces):
-        if piece is not None:
-            send[k][: piece.numel()] = piece.flatten()
+    pieces = list(pieces) + [None] * (ranks - len(pieces))
+    send = [padded(piece, size, dtype, device) for piece in pieces]
     received = [torch.empty_like(send[0]) for _ in range(ranks)]
     dist.all_to_all(received, send, group=group)
     return received
@@ -101,7 +110,7 @@ class DistributedMuon(Muon):
             updates = [self._momentum_update(p, group) for p in params]
             orthogonal = self._orthogonalize(params, updates, group)
             for p, update in zip(params, orthogonal, strict=True):
-                weights = p.to_local() if isinstance(p, DTensor) else p
+                weights = local_tensor(p)
                 weights.mul_(1 - group["lr"] * group["weight_decay"])
                 weights.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
         return loss
@@ -110,9 +119,7 @@ class DistributedMuon(Muon):
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p.grad)
-        grad, buf = p.grad, state["momentum_buffer"]
-        if isinstance(p, DTensor):
-            grad, buf = grad.to_local(), buf.to_local()
+        grad, buf = local_tensor(p.grad), local_tensor(state["momentum_buffer"])
         buf.lerp_(grad, 1 - group["momentum"])
         return grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
 
@@ -148,10 +155,8 @@ class DistributedMuon(Muon):
         for start in range(0, len(updates), ranks):
             block = updates[start : start + ranks]
             size = max(u.numel() for u in block)
-            mine = torch.zeros(size, dtype=dtype, device=block[0].device)
-            if rank < len(block):
-                result = orthogonal(block[rank])
-                mine[: result.numel()] = result.flatten()
+            result = orthogonal(block[rank]) if rank < len(block) else None
+            mine = padded(result, size, dtype, block[0].device)
             gathered = [torch.empty_like(mine) for _ in range(ranks)]
             dist.all_gather(gathered, mine)
             out += [g[: u.numel()].view(u.shape) for g, u in zip(gathered, block, strict=False)]
