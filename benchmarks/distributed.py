@@ -104,9 +104,9 @@ def worker(rank: int, port: int, args, out: str) -> None:
     for kind in args.kinds:
         for strategy in ("ddp", "fsdp"):
             results[(kind, strategy)] = measure(config, kind, strategy, args, rank, mesh)
-    dist.barrier()
     if rank == 0:
         torch.save({"results": results, "parameters": GPT(config).num_parameters()}, out)
+    dist.barrier()  # no rank tears its connections down while another still uses them
     dist.destroy_process_group()
 
 

@@ -93,6 +93,7 @@ def worker(rank: int, port: int, out: str) -> None:
                 results[("newton_schulz", strategy)] = every_rank
     if rank == 0:
         torch.save(results, out)
+    dist.barrier()  # no rank tears its connections down while another still uses them
     dist.destroy_process_group()
 
 
