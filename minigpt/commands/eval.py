@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "corpus": datamodule.corpus,
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,
-        "bpb": bits_per_byte(loss, datamodule.tokens_per_byte(cfg.split)),
+        "bpb": bits_per_byte(scores["test/text_loss"], datamodule.tokens_per_byte(cfg.split)),
         "windows": int(scores["test/windows"]),
         "tokens": int(scores["test/tokens"]),
         "split_tokens": len(datamodule.tokens[cfg.split]),

@@ -56,7 +56,7 @@ def encode_prompt(prompt: str, tokenizer, block_size: int) -> list[int]:
     """The prompt's ids. An empty prompt starts from the end-of-text token (BPE) or after a
     line break (characters); neither is printed. A prompt longer than the context is kept
     whole, with a warning: the model sees its end."""
-    eot = getattr(tokenizer, "eot_id", None)
+    eot = tokenizer.eot_id
     if prompt:
         ids = tokenizer.encode(prompt)
         if warning := trailing_space_warning(prompt, ids, tokenizer):

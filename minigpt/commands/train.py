@@ -86,14 +86,15 @@ def build(
     from cfg.data unless one is given: it needs vocab_size, tokenizer, tokens_per_byte)."""
     pretrained, model_config = None, plain(cfg.model)
     if cfg.get("init_from"):  # fine-tuning: the directory's architecture and vocabulary
-        pretrained, tokenizer_dict = load_pretrained(cfg.init_from)
+        pretrained, tokenizer_dict = load_pretrained(cfg.init_from, cfg.model.vocab_multiple)
         if cfg.model.block_size > pretrained.config.block_size:
             raise ValueError(
                 f"model.block_size={cfg.model.block_size} exceeds the context of "
                 f"init_from={cfg.init_from} ({pretrained.config.block_size}): set "
                 f"model.block_size={pretrained.config.block_size} or less"
             )
-        kept = ("dropout", "attention", "activation_checkpointing")  # how it trains, not what
+        # how it trains, not what
+        kept = ("dropout", "attention", "activation_checkpointing", "vocab_multiple")
         model_config = pretrained.config.to_dict() | {k: model_config[k] for k in kept}
         if datamodule is None:
             datamodule = instantiate(cfg.data, tokenizer=tokenizer_dict, _convert_="all")

@@ -202,7 +202,12 @@ class ReLUSquared(nn.Module):
         return F.relu(x).square()
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "relu2": ReLUSquared}
+def gelu_tanh() -> nn.GELU:
+    """GELU by its tanh approximation: GPT-2's activation (transformers' `gelu_new`)."""
+    return nn.GELU(approximate="tanh")
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": gelu_tanh, "relu2": ReLUSquared}
 
 
 class MLP(nn.Module):
@@ -236,7 +241,7 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(gate) * value))
 
 
-FEED_FORWARDS = {"relu": MLP, "gelu": MLP, "relu2": MLP, "swiglu": SwiGLU}
+FEED_FORWARDS = {"relu": MLP, "gelu": MLP, "gelu_tanh": MLP, "relu2": MLP, "swiglu": SwiGLU}
 
 
 NORMS = {
@@ -280,6 +285,9 @@ class GPTConfig:
     plain data (it is stored in checkpoints as a dict)."""
 
     vocab_size: int = 65
+    # the embedding and head hold vocab_size rounded up to a multiple of this (GPT-2's
+    # 50257 -> 50304 = 786 x 64: faster matrix products); the extra rows are never output
+    vocab_multiple: int = 1
     block_size: int = 128  # longest context, in tokens
     n_layer: int = 4
     n_head: int = 4
@@ -291,7 +299,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm
     norm_placement: str = "pre"  # pre | post
-    activation: str = "gelu"  # relu | gelu | relu2 | swiglu
+    activation: str = "gelu"  # relu | gelu | gelu_tanh (GPT-2's) | relu2 | swiglu
     attention: str = "sdpa"  # sdpa (fused kernel) | explicit (written-out softmax)
     qk_norm: bool = False  # RMS-normalize each head's queries and keys before attention
     tie_weights: bool = True  # LM head shares the token embedding matrix
@@ -304,7 +312,8 @@ class GPTConfig:
     activation_checkpointing: bool = False
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+        positive = ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd")
+        for name in (*positive, "mlp_ratio"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -336,6 +345,11 @@ class GPTConfig:
             )
 
     @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and the head: vocab_size up to a multiple of vocab_multiple."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
+    @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
@@ -356,13 +370,13 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.positions = POSITIONS[config.pos_encoding](config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         # post-norm blocks already end in a norm; pre-norm ones need one before the head
         self.ln_f = NORMS[config.norm](config) if config.norm_placement == "pre" else nn.Identity()
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
@@ -432,6 +446,9 @@ class GPT(nn.Module):
             else:
                 x = block(x, rotation)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            # padding rows are no tokens: never sampled, no share of the softmax
+            logits = logits[..., : self.config.vocab_size]
         if self.config.logit_softcap:
             cap = self.config.logit_softcap
             logits = cap * torch.tanh(logits / cap)

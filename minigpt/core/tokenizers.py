@@ -3,8 +3,11 @@ is stored in every checkpoint so that sampling needs only the checkpoint."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import islice, pairwise
@@ -52,6 +55,11 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
+
+    @property
+    def eot_id(self) -> None:
+        """Characters have no end-of-text token."""
+        return None
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -359,18 +367,194 @@ class BPETokenizer:
             raise ValueError(f"{path} holds a {tokenizer.kind} tokenizer, not a BPE one")
         return tokenizer
 
+    def tiktoken_ranks(self) -> dict[bytes, int]:
+        """The vocabulary as tiktoken's mergeable ranks (token bytes -> id): the same ids."""
+        ranks = {token: i for i, token in enumerate(self.vocab)}
+        if len(ranks) != len(self.vocab):
+            raise ValueError("two merges of this BPE tokenizer make the same bytes")
+        return ranks
 
-def tokenizer_from_dict(data: dict) -> CharTokenizer | BPETokenizer:
+
+# ---------------------------------------------------------------------------- tiktoken
+
+
+def _token_text(token: bytes) -> str:
+    return base64.b64encode(token).decode("ascii")
+
+
+class TiktokenTokenizer:
+    """A byte-level BPE run by `tiktoken` (compiled; GPT-2's own tokenizer is its `gpt2`
+    encoding: 50,257 tokens, `<|endoftext|>` = 50256). Its ranks are the token ids, and a
+    pair merges when the joined bytes are a token, lowest rank first: for a vocabulary
+    trained by BPE that is `BPETokenizer`'s rule (tests: the same ids for our merges).
+
+    The whole vocabulary travels in `to_dict` (about 0.7 MB for GPT-2's), so a checkpoint
+    samples with no tiktoken cache and no network."""
+
+    kind = "tiktoken"
+
+    def __init__(
+        self,
+        ranks: dict[bytes, int],
+        pattern: str = GPT2_PATTERN,
+        special_tokens: dict[str, int] | None = None,
+        name: str = "bpe",
+    ):
+        import tiktoken
+
+        self.ranks, self.pattern, self.name = ranks, pattern, name
+        self.special_tokens = dict(special_tokens or {})
+        self.encoding = tiktoken.Encoding(
+            name=name,
+            pat_str=pattern,
+            mergeable_ranks=ranks,
+            special_tokens=self.special_tokens,
+        )
+
+    @classmethod
+    def gpt2(cls, files: str | Path | None = None) -> TiktokenTokenizer:
+        """GPT-2's tokenizer: tiktoken's `gpt2` encoding (downloaded once into tiktoken's
+        cache, `TIKTOKEN_CACHE_DIR`), or, offline, read from a directory holding GPT-2's
+        `vocab.json` and `merges.txt` (a Hugging Face `gpt2` download has them)."""
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+        if files is None:
+            try:
+                encoding = tiktoken.get_encoding("gpt2")
+            except Exception as err:
+                raise ValueError(
+                    f"tiktoken could not load GPT-2's encoding ({type(err).__name__}: {err}); "
+                    "without a network, set data.tokenizer.files to a directory with GPT-2's "
+                    "vocab.json and merges.txt, or TIKTOKEN_CACHE_DIR to a tiktoken cache"
+                ) from None
+            ranks = encoding._mergeable_ranks
+            return cls(ranks, encoding._pat_str, encoding._special_tokens, "gpt2")
+        folder = Path(files)
+        vocab, merges = folder / "vocab.json", folder / "merges.txt"
+        for path in (vocab, merges):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"data.tokenizer.files={files}: {path.name} is missing (GPT-2's vocab.json "
+                    "and merges.txt are needed)"
+                )
+        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken would cache local files by path
+        try:
+            ranks = data_gym_to_mergeable_bpe_ranks(str(merges), str(vocab))
+        except (AssertionError, KeyError, ValueError) as err:
+            raise ValueError(
+                f"data.tokenizer.files={files}: vocab.json and merges.txt are not GPT-2's "
+                f"byte-level BPE files that agree ({type(err).__name__})"
+            ) from None
+        finally:
+            if previous is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+        specials = {END_OF_TEXT: len(ranks)}
+        return cls(ranks, GPT2_PATTERN, specials, "gpt2")
+
+    @classmethod
+    def from_bpe(cls, tokenizer: BPETokenizer) -> TiktokenTokenizer:
+        """tiktoken running a `BPETokenizer`'s vocabulary, with its ids."""
+        return cls(tokenizer.tiktoken_ranks(), tokenizer.pattern, tokenizer.special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoding.n_vocab
+
+    @property
+    def eot_id(self) -> int | None:
+        return self.special_tokens.get(END_OF_TEXT)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode(self, text: str, allowed_special: bool = False) -> list[int]:
+        if allowed_special:
+            return self.encoding.encode(text, allowed_special="all")
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:10]} are outside the vocabulary")
+        return self.encoding.decode(ids, errors="replace")
+
+    def token_bytes(self) -> list[bytes]:
+        """Every id's bytes, special tokens' included, in id order."""
+        tokens = [b""] * self.vocab_size
+        for token, i in self.ranks.items():
+            tokens[i] = token
+        for text, i in self.special_tokens.items():
+            tokens[i] = text.encode("utf-8")
+        return tokens
+
+    def merges(self) -> list[tuple[int, int]]:
+        """The merge that makes each multi-byte token (the two tokens BPE joins into it,
+        found by running BPE on its bytes with the lower ranks only), in rank order: what
+        a Hugging Face BPE tokenizer needs."""
+        out = []
+        for token, rank in sorted(self.ranks.items(), key=lambda item: item[1]):
+            if len(token) < 2:
+                continue
+            parts = [token[i : i + 1] for i in range(len(token))]
+            while len(parts) > 2:
+                joined = [
+                    (self.ranks.get(a + b, rank), i) for i, (a, b) in enumerate(pairwise(parts))
+                ]
+                best, i = min(joined)
+                if best >= rank:
+                    break
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            if len(parts) != 2:
+                raise ValueError(f"token {token!r} (rank {rank}) is not one merge of two")
+            out.append((self.ranks[parts[0]], self.ranks[parts[1]]))
+        return out
+
+    def to_dict(self) -> dict:
+        by_rank = sorted(self.ranks.items(), key=lambda item: item[1])
+        if [rank for _, rank in by_rank] != list(range(len(by_rank))):
+            raise ValueError("tiktoken ranks must be 0, 1, ... without gaps")
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            "tokens": [_token_text(token) for token, _ in by_rank],  # base64, in id order
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TiktokenTokenizer:
+        try:
+            tokens = [base64.b64decode(t, validate=True) for t in data["tokens"]]
+        except (binascii.Error, TypeError) as err:
+            raise ValueError(f"tiktoken tokens must be base64 strings: {err}") from None
+        ranks = {token: i for i, token in enumerate(tokens)}
+        special = {str(k): int(v) for k, v in data["special_tokens"].items()}
+        return cls(ranks, data["pattern"], special, data.get("name", "bpe"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+
+Tokenizer = CharTokenizer | BPETokenizer | TiktokenTokenizer
+
+
+def tokenizer_from_dict(data: dict) -> Tokenizer:
     """Rebuild a tokenizer from what `to_dict` returned (e.g. from a checkpoint)."""
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind == "char":
         return CharTokenizer(data["chars"])
     if kind == "bpe":
         return BPETokenizer.from_dict(data)
-    raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of 'char', 'bpe'")
+    if kind == "tiktoken":
+        return TiktokenTokenizer.from_dict(data)
+    raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of 'char', 'bpe', 'tiktoken'")
 
 
-def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
+def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         return tokenizer_from_dict(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, KeyError, TypeError) as err:

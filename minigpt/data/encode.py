@@ -263,7 +263,7 @@ def write_cache(
     `<split>.docs.npy` (where each document starts), `tokenizer.json` and `meta.json` (with
     the documents' titles when given) into out_dir, encoding the pieces in parallel."""
     encoder = CharEncoder(tokenizer) if tokenizer.kind == "char" else BPEEncoder(tokenizer)
-    eot = getattr(tokenizer, "eot_id", None)
+    eot = tokenizer.eot_id
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "splits": {}}
     shared = {"encoder": encoder, "eot": eot, "dtype": dtype}

@@ -29,6 +29,7 @@ from minigpt.core.tokenizers import (
     GPT2_PATTERN,
     BPETokenizer,
     CharTokenizer,
+    TiktokenTokenizer,
     load_tokenizer,
     tokenizer_from_dict,
 )
@@ -63,6 +64,9 @@ from minigpt.data.stream import file_pieces, files_fingerprint, plan_splits
 from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
 
 PIECE_BYTES = 2 << 20  # documents in memory are encoded in groups of about this size
+# data.tokenizer.kind: char, bpe (trained here), gpt2 (GPT-2's, through tiktoken); a
+# trained model's tokenizer (eval.py, init_from) also comes as tiktoken
+TOKENIZER_KINDS = ("char", "bpe", "gpt2", "tiktoken")
 
 
 @dataclass
@@ -143,9 +147,10 @@ class TokenDataModule(L.LightningDataModule):
         self.include_folio, self.dropped_works = include_folio, list(dropped_works)
         self.hf = dict(hf or {})
         self.tokenizer_config = dict(tokenizer or {"kind": "char"})
-        if self.tokenizer_config.get("kind") not in ("char", "bpe"):
+        if self.tokenizer_config.get("kind") not in TOKENIZER_KINDS:
             raise ValueError(
-                f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of char, bpe"
+                f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of "
+                f"{', '.join(TOKENIZER_KINDS[:3])}"
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
         self.seed, self.num_proc, self.split_batches = seed, num_proc, split_batches
@@ -159,7 +164,7 @@ class TokenDataModule(L.LightningDataModule):
         """The corpus as pieces for `minigpt.data.encode`. Text files stream from disk
         (`stream`), HF datasets from their Arrow cache (`rows`); the embedded corpus (5 MB)
         is read into memory first."""
-        bpe = self.tokenizer_config["kind"] == "bpe"
+        bpe = self.tokenizer_config["kind"] != "char"
         if self.corpus == "hf_dataset":
             pieces, key = row_pieces(
                 self.hf.get("builder", "json"),
@@ -245,10 +250,12 @@ class TokenDataModule(L.LightningDataModule):
         (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers` with `hf`), cached on
         disk by a key of that split and the settings."""
         config = self.tokenizer_config
-        if "chars" in config or "merges" in config:  # a given vocabulary (eval.py)
+        if {"chars", "merges", "tokens"} & config.keys():  # a given vocabulary (eval.py)
             return self.given_tokenizer(source)
         if config["kind"] == "char":
             return char_vocabulary(source.pieces, self.workers)
+        if config["kind"] == "gpt2":
+            return TiktokenTokenizer.gpt2(config.get("files"))
         impl = config.get("impl", "minigpt")
         if impl not in ("minigpt", "hf"):
             raise ValueError(f"data.tokenizer.impl={impl!r} is not one of minigpt, hf")
@@ -284,11 +291,13 @@ class TokenDataModule(L.LightningDataModule):
         return tokenizer
 
     def tokens_per_byte(self, split: str) -> float:
-        """Tokens per byte of UTF-8 text in a split: converts a loss per token into bits
-        per byte, which compares models with different tokenizers."""
+        """Tokens of text per byte of UTF-8 text in a split: converts a loss per token of
+        text into bits per byte, which compares models with different tokenizers. The
+        end-of-text token after each document stands for no bytes and is not counted."""
         self.setup()
         meta = json.loads((self.cache_path / "meta.json").read_text())["splits"][split]
-        return meta["tokens"] / meta["bytes"]
+        end_of_text = meta["documents"] if self.tokenizer.eot_id is not None else 0
+        return (meta["tokens"] - end_of_text) / meta["bytes"]
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokens:

@@ -15,6 +15,7 @@ here, inside the functions that need it: the model file stays free of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,15 +24,23 @@ import torch
 from minigpt.core.model import GPT, GPTConfig
 from minigpt.core.tokenizers import (
     END_OF_TEXT,
-    BPETokenizer,
     CharTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
     gpt2_byte_alphabet,
     tokenizer_from_dict,
 )
 
 NORM_EPS = 1e-5  # minigpt's LayerNorm and RMSNorm
+# minigpt's activation -> transformers' name for it; GPT-2's own is gelu_new (tanh GELU)
+HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new"}
+FROM_HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh"}
+FROM_HF_ACTIVATION["gelu_pytorch_tanh"] = "gelu_tanh"  # the same function, torch's kernel
+# GPT-2's released models on the Hugging Face hub (init_from=gpt2 downloads on a machine
+# with a network; any local directory works everywhere)
+GPT2_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 SUPPORTED = (
-    "learned positions + layernorm + gelu/relu (GPT-2); rope + layernorm + gelu/relu "
+    "learned positions + layernorm + gelu/gelu_tanh/relu (GPT-2); rope + layernorm + gelu/relu "
     "(GPT-NeoX); rope + rmsnorm + swiglu (Llama); all with pre-norm blocks"
 )
 
@@ -77,7 +86,7 @@ def hf_architecture(config: GPTConfig) -> str:
             f"no transformers architecture computes qk_norm={c.qk_norm}, "
             f"logit_softcap={c.logit_softcap}: export a model trained without them"
         )
-    if c.norm_placement == "pre" and c.norm == "layernorm" and c.activation in ("gelu", "relu"):
+    if c.norm_placement == "pre" and c.norm == "layernorm" and c.activation in HF_ACTIVATION:
         if c.pos_encoding == "learned":
             return "gpt2"
         if c.pos_encoding == "rope":
@@ -118,7 +127,7 @@ def hf_config(config: GPTConfig, eos_token_id: int | None = None):
             n_layer=c.n_layer,
             n_head=c.n_head,
             n_inner=c.mlp_ratio * c.n_embd,
-            activation_function=c.activation,
+            activation_function=HF_ACTIVATION[c.activation],
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
@@ -132,7 +141,7 @@ def hf_config(config: GPTConfig, eos_token_id: int | None = None):
             num_hidden_layers=c.n_layer,
             num_attention_heads=c.n_head,
             intermediate_size=c.mlp_ratio * c.n_embd,
-            hidden_act=c.activation,
+            hidden_act=HF_ACTIVATION[c.activation],
             max_position_embeddings=c.block_size,
             layer_norm_eps=NORM_EPS,
             use_parallel_residual=False,
@@ -157,9 +166,13 @@ def hf_config(config: GPTConfig, eos_token_id: int | None = None):
     )
 
 
-def config_from_hf(hf) -> GPTConfig:
+def config_from_hf(hf, vocab_multiple: int = 1) -> GPTConfig:
     """The GPTConfig that computes what a transformers config describes (GPT-2, GPT-NeoX,
     Llama), or a ValueError naming the setting minigpt has no counterpart for."""
+    return dataclasses.replace(config_for_hf(hf), vocab_multiple=vocab_multiple)
+
+
+def config_for_hf(hf) -> GPTConfig:
     kind = hf.model_type
 
     def need(ok: bool, setting: str) -> None:
@@ -172,7 +185,8 @@ def config_from_hf(hf) -> GPTConfig:
 
     if kind == "gpt2":
         width = hf.n_embd
-        need(hf.activation_function in ("gelu", "relu"), f"activation {hf.activation_function}")
+        act = hf.activation_function
+        need(act in FROM_HF_ACTIVATION, f"activation {act}")
         need(hf.layer_norm_epsilon == NORM_EPS, f"layer_norm_epsilon={hf.layer_norm_epsilon}")
         need(not hf.scale_attn_by_inverse_layer_idx, "scale_attn_by_inverse_layer_idx")
         need(hf.scale_attn_weights, "unscaled attention")
@@ -184,7 +198,7 @@ def config_from_hf(hf) -> GPTConfig:
             n_embd=width,
             mlp_ratio=ratio(hf.n_inner or 4 * width, width),
             pos_encoding="learned",
-            activation=hf.activation_function,
+            activation=FROM_HF_ACTIVATION[act],
             tie_weights=hf.tie_word_embeddings,
         )
     rope = hf.rope_parameters or {}
@@ -194,7 +208,7 @@ def config_from_hf(hf) -> GPTConfig:
         factor = rope.get("partial_rotary_factor", 1.0)
         need(factor == 1.0, f"partial rotary (partial_rotary_factor={factor})")
         need(hf.layer_norm_eps == NORM_EPS, f"layer_norm_eps={hf.layer_norm_eps}")
-        need(hf.hidden_act in ("gelu", "relu"), f"activation {hf.hidden_act}")
+        need(hf.hidden_act in FROM_HF_ACTIVATION, f"activation {hf.hidden_act}")
         return GPTConfig(
             vocab_size=hf.vocab_size,
             block_size=hf.max_position_embeddings,
@@ -204,7 +218,7 @@ def config_from_hf(hf) -> GPTConfig:
             mlp_ratio=ratio(hf.intermediate_size, hf.hidden_size),
             pos_encoding="rope",
             rope_base=float(rope["rope_theta"]),
-            activation=hf.hidden_act,
+            activation=FROM_HF_ACTIVATION[hf.hidden_act],
             tie_weights=hf.tie_word_embeddings,
         )
     if kind == "llama":
@@ -328,6 +342,11 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
                         for part, piece in zip(parts, pieces, strict=True):
                             out[f"model.layers.{i}.{part}{suffix}"] = piece.contiguous()
     out["lm_head.weight"] = ours["lm_head.weight"]
+    # padding rows (vocab_multiple) are no tokens: the transformers model has vocab_size
+    for name in ("transformer.wte.weight", "gpt_neox.embed_in.weight", "model.embed_tokens.weight"):
+        if name in out:
+            out[name] = out[name][: config.vocab_size]
+    out["lm_head.weight"] = out["lm_head.weight"][: config.vocab_size]
     return out
 
 
@@ -360,15 +379,20 @@ def from_hf_state(hf_state: dict[str, torch.Tensor], model: GPT) -> dict[str, to
                             if all(p is not None for p in pieces)
                             else torch.zeros_like(template[f"blocks.{i}.{mine}{suffix}"])
                         )
-    embedding = state["wte.weight"]
-    state["lm_head.weight"] = embedding if config.tie_weights else hf_state["lm_head.weight"]
+    head = state["wte.weight"] if config.tie_weights else hf_state["lm_head.weight"]
+    state["lm_head.weight"] = head
+    for name in ("wte.weight", "lm_head.weight"):  # zero rows up to padded_vocab_size
+        rows = config.padded_vocab_size - state[name].shape[0]
+        state[name] = torch.cat([state[name], state[name].new_zeros(rows, config.n_embd)])
+    if config.tie_weights:
+        state["lm_head.weight"] = state["wte.weight"]
     return state
 
 
 # ---------------------------------------------------------------------------- directories
 
 
-def hf_tokenizer(tokenizer: CharTokenizer | BPETokenizer):
+def hf_tokenizer(tokenizer: Tokenizer):
     """A transformers fast tokenizer that encodes as tokenizer does. Byte-level BPE maps
     onto HF `tokenizers`' BPE (GPT-2's byte-to-character table, the same merges and
     pre-tokenization regex); characters onto a word-level vocabulary of single characters,
@@ -383,12 +407,16 @@ def hf_tokenizer(tokenizer: CharTokenizer | BPETokenizer):
         hf.decoder = decoders.Fuse()
         return PreTrainedTokenizerFast(tokenizer_object=hf, clean_up_tokenization_spaces=False)
     alphabet = gpt2_byte_alphabet()
-    names = ["".join(alphabet[b] for b in token) for token in tokenizer.vocab]
+    if isinstance(tokenizer, TiktokenTokenizer):  # GPT-2's: ids are ranks, bytes permuted
+        tokens, merge_ids = tokenizer.token_bytes()[: len(tokenizer.ranks)], tokenizer.merges()
+    else:
+        tokens, merge_ids = tokenizer.vocab, tokenizer.merges
+    names = ["".join(alphabet[b] for b in token) for token in tokens]
     if len(set(names)) != len(names):
         raise ValueError(
             "two merges of this BPE tokenizer make the same bytes: HF BPE cannot hold it"
         )
-    merges = [(names[a], names[b]) for a, b in tokenizer.merges]
+    merges = [(names[a], names[b]) for a, b in merge_ids]
     hf = Tokenizer(models.BPE(vocab={n: i for i, n in enumerate(names)}, merges=merges))
     hf.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -404,7 +432,7 @@ def hf_tokenizer(tokenizer: CharTokenizer | BPETokenizer):
     )
 
 
-def export_hf(model: GPT, tokenizer: CharTokenizer | BPETokenizer, out_dir: Path) -> str:
+def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: Path) -> str:
     """Writes into out_dir (which must not exist) what `transformers.AutoModelForCausalLM`
     and `AutoTokenizer.from_pretrained(out_dir)` load with no custom code: config.json,
     model.safetensors, the tokenizer's files, and minigpt's tokenizer (`minigpt_tokenizer.json`,
@@ -412,7 +440,7 @@ def export_hf(model: GPT, tokenizer: CharTokenizer | BPETokenizer, out_dir: Path
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    config = hf_config(model.config, getattr(tokenizer, "eot_id", None))
+    config = hf_config(model.config, tokenizer.eot_id)
     hf_model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = hf_model.load_state_dict(to_hf_state(model), strict=False)
     tied = {"lm_head.weight"} if model.config.tie_weights else set()
@@ -424,7 +452,7 @@ def export_hf(model: GPT, tokenizer: CharTokenizer | BPETokenizer, out_dir: Path
     return type(hf_model).__name__
 
 
-def load_hf(directory: str | Path) -> GPT:
+def load_hf(directory: str | Path, vocab_multiple: int = 1) -> GPT:
     """minigpt's GPT with the weights of a local transformers directory (GPT-2, GPT-NeoX or
     Llama whose settings minigpt computes: `config_from_hf`). Nothing is downloaded."""
     import transformers
@@ -436,7 +464,7 @@ def load_hf(directory: str | Path) -> GPT:
             f"{directory} has no config.json: not a transformers model directory"
         )
     hf_config_ = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-    config = config_from_hf(hf_config_)
+    config = config_from_hf(hf_config_, vocab_multiple)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(
         directory, local_files_only=True, dtype=torch.float32
     )
@@ -445,17 +473,39 @@ def load_hf(directory: str | Path) -> GPT:
     return model.eval()
 
 
-def load_pretrained(directory: str | Path) -> tuple[GPT, dict]:
-    """A transformers directory's model and the minigpt tokenizer it was trained with
-    (`minigpt_tokenizer.json`, which export_hf writes), for fine-tuning."""
-    model = load_hf(directory)
-    path = Path(directory) / "minigpt_tokenizer.json"
-    if not path.is_file():
+def gpt2_directory(name: str) -> Path:
+    """The local directory of one of GPT-2's released models (GPT2_MODELS), downloaded from
+    the Hugging Face hub into its cache on first use (found there afterwards, offline too)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
+    try:
+        return Path(snapshot_download(f"openai-community/{name}", allow_patterns=patterns))
+    except Exception as err:
         raise ValueError(
-            f"{directory} has no minigpt_tokenizer.json: init_from needs the tokenizer the "
-            "model was trained with (export.py writes it)"
+            f"init_from={name}: GPT-2's weights could not be fetched from the Hugging Face hub "
+            f"({type(err).__name__}); without a network, give the path of a local copy "
+            "(a directory with config.json, model.safetensors, vocab.json and merges.txt)"
+        ) from None
+
+
+def load_pretrained(directory: str | Path, vocab_multiple: int = 1) -> tuple[GPT, dict]:
+    """A transformers directory's model (or one of GPT2_MODELS by name) and its tokenizer:
+    the minigpt tokenizer it was trained with (`minigpt_tokenizer.json`, which export_hf
+    writes), or GPT-2's through tiktoken from the directory's vocab.json and merges.txt."""
+    if str(directory) in GPT2_MODELS and not Path(directory).exists():
+        directory = gpt2_directory(str(directory))
+    model = load_hf(directory, vocab_multiple)
+    path = Path(directory) / "minigpt_tokenizer.json"
+    if path.is_file():
+        tokenizer = json.loads(path.read_text())
+    elif (Path(directory) / "merges.txt").is_file() and model.config.pos_encoding == "learned":
+        tokenizer = TiktokenTokenizer.gpt2(directory).to_dict()
+    else:
+        raise ValueError(
+            f"{directory} has no minigpt_tokenizer.json (nor GPT-2's vocab.json and merges.txt): "
+            "init_from needs the tokenizer the model was trained with (export.py writes it)"
         )
-    tokenizer = json.loads(path.read_text())
     if tokenizer_from_dict(tokenizer).vocab_size != model.config.vocab_size:
         raise ValueError(f"{path} does not fit the model's vocabulary of {model.config.vocab_size}")
     return model, tokenizer

@@ -7,11 +7,13 @@ import math
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric, SumMetric
 
 from minigpt.core.measures import bits_per_byte
 from minigpt.core.model import GPT, IGNORE_INDEX, GPTConfig
+from minigpt.core.tokenizers import tokenizer_from_dict
 from minigpt.training.sharding import full_tensor, gathered_state, is_sharded, shard_model
 
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -68,6 +70,10 @@ class GPTLightningModule(L.LightningModule):
         )
         self.val_loss = MeanMetric()  # token-weighted, synced across DDP ranks
         self.test_loss, self.test_tokens, self.test_windows = MeanMetric(), SumMetric(), SumMetric()
+        # bits per byte count the loss on tokens of text: not on end-of-text tokens, which
+        # stand for no bytes
+        self.end_of_text = tokenizer_from_dict(tokenizer).eot_id if tokenizer else None
+        self.val_text_loss, self.test_text_loss = MeanMetric(), MeanMetric()
         self.val_tokens_per_byte = val_tokens_per_byte
         self.flops_per_batch = self.model.flops_per_token() * tokens_per_batch or None
         self.diverged = False  # a loss stopped being finite (on any rank)
@@ -135,23 +141,38 @@ class GPTLightningModule(L.LightningModule):
         step = self.trainer.global_step + 1
         return step % self.trainer.log_every_n_steps == 0 or step >= self.trainer.max_steps
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def token_losses(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each target's loss (B, T), which targets count (not padding), and which are
+        text (not end-of-text either)."""
         inputs, targets = batch
-        logits, loss = self.model(inputs, targets)
-        # token-weighted mean, so that batches with padding count by their real tokens
-        self.val_loss.update(loss, weight=(targets != IGNORE_INDEX).sum())
+        logits, _ = self.model(inputs)
+        losses = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(targets)
+        counted = targets != IGNORE_INDEX
+        text = counted if self.end_of_text is None else counted & (targets != self.end_of_text)
+        return losses, counted, text
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        losses, counted, text = self.token_losses(batch)
+        # token-weighted means, so that batches with padding count by their real tokens
+        self.val_loss.update(losses, weight=counted)
+        self.val_text_loss.update(losses, weight=text)
         self.log("val/loss", self.val_loss, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        """Scores a batch of the split `eval.py` evaluates: the token-weighted mean loss,
-        and how many windows and tokens it covered."""
-        inputs, targets = batch
-        _, loss = self.model(inputs, targets)
-        tokens = (targets != IGNORE_INDEX).sum()
-        self.test_loss.update(loss, weight=tokens)
+        """Scores a batch of the split `eval.py` evaluates: the token-weighted mean loss (and
+        that of the text tokens, for bits per byte), and how many windows and tokens it
+        covered."""
+        inputs, _ = batch
+        losses, counted, text = self.token_losses(batch)
+        self.test_loss.update(losses, weight=counted)
+        self.test_text_loss.update(losses, weight=text)
+        tokens = counted.sum()
         self.test_tokens.update(tokens)
         self.test_windows.update(torch.tensor(float(len(inputs))))
         self.log("test/loss", self.test_loss, prog_bar=True)
+        self.log("test/text_loss", self.test_text_loss)
         self.log("test/tokens", self.test_tokens)
         self.log("test/windows", self.test_windows)
 
@@ -162,7 +183,9 @@ class GPTLightningModule(L.LightningModule):
         # perplexity is exp(mean loss): no second softmax over the logits
         self.log("val/ppl", math.exp(min(loss, 700.0)), sync_dist=True)
         if self.val_tokens_per_byte:
-            self.log("val/bpb", bits_per_byte(loss, self.val_tokens_per_byte), sync_dist=True)
+            text_loss = float(self.val_text_loss.compute())
+            self.log("val/bpb", bits_per_byte(text_loss, self.val_tokens_per_byte), sync_dist=True)
+        self.val_text_loss.reset()
         # the x of these points: the optimizer steps done, as in metrics.json (Lightning
         # would use the count before this step's increment, one less)
         self.log("step", float(self.global_step))
