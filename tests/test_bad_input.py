@@ -126,7 +126,7 @@ def test_errors_from_configured_constructors_are_one_line(compose_train):
     with pytest.raises(Exception) as wrapped:
         instantiate(cfg.data)
     assert user_error(wrapped.value) == (
-        "data.corpus='foo' is not one of shakespeare, text_files, hf_dataset"
+        "data.corpus='foo' is not one of shakespeare, text_files, hf_dataset, shards"
     )
     cfg = compose_train("experiment=tiny", "trainer.devices=0")
     with pytest.raises(Exception) as wrapped:

@@ -17,7 +17,6 @@ from minigpt.core.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
     TiktokenTokenizer,
-    gpt2_byte_alphabet,
     tokenizer_from_dict,
 )
 from minigpt.data.corpus import shakespeare_works
@@ -50,21 +49,6 @@ def bpe(texts) -> BPETokenizer:
     return BPETokenizer.train(texts[0], vocab_size=1000)
 
 
-def write_gpt2_files(tokenizer: BPETokenizer, folder) -> None:
-    """tokenizer's merges as GPT-2 ships them: vocab.json (token text -> id, the bytes first
-    in GPT-2's order) and merges.txt, each token written with GPT-2's byte-to-character table."""
-    alphabet = gpt2_byte_alphabet()
-    order = sorted(range(256), key=lambda b: ord(alphabet[b]))  # GPT-2's ids of the bytes
-    names = ["".join(alphabet[b] for b in token) for token in tokenizer.vocab]
-    vocab = {names[b]: i for i, b in enumerate(order)}
-    vocab |= {names[256 + i]: 256 + i for i in range(len(tokenizer.merges))}
-    vocab[END_OF_TEXT] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    lines = [f"{names[a]} {names[b]}" for a, b in tokenizer.merges]
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n")
-
-
 def test_tiktoken_encodes_our_merges_with_our_ids(bpe, texts):
     fast = TiktokenTokenizer.from_bpe(bpe)
     assert fast.vocab_size == bpe.vocab_size and fast.eot_id == bpe.eot_id
@@ -82,7 +66,7 @@ def test_gpt2_files_load_through_tiktokens_gpt2_reader(bpe, texts, tmp_path):
     reader of GPT-2's files: the same tokens as our encoder (ids differ only in the order
     of the 256 bytes, which GPT-2 numbers by its table) and as transformers' GPT-2
     tokenizer on the same files, end-of-text last."""
-    write_gpt2_files(bpe, tmp_path)
+    bpe.save_gpt2_files(tmp_path)
     gpt2 = TiktokenTokenizer.gpt2(tmp_path)
     tokens = gpt2.token_bytes()
     hf = transformers.GPT2TokenizerFast.from_pretrained(tmp_path)
@@ -133,7 +117,7 @@ def gpt2_like(tokenizer: BPETokenizer, folder) -> transformers.GPT2LMHeadModel:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     model.save_pretrained(folder)
-    write_gpt2_files(tokenizer, folder)
+    tokenizer.save_gpt2_files(folder)
     return model
 
 

@@ -1,5 +1,5 @@
 """The top floor: the commands a user runs. `minigpt <command> [Hydra overrides]`, or the
-scripts train.py, sample.py, eval.py, export.py and explain.py beside conf/."""
+scripts train.py, prepare.py, sample.py, eval.py, export.py and explain.py beside conf/."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # command -> the module and function that runs it (each reads its overrides from sys.argv)
 COMMANDS = {
     "train": ("minigpt.commands.train", "cli"),
+    "prepare": ("minigpt.commands.prepare", "main"),
     "sample": ("minigpt.commands.sample", "main"),
     "eval": ("minigpt.commands.eval", "main"),
     "export": ("minigpt.commands.export", "main"),

@@ -31,9 +31,11 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def sample(cfg: DictConfig, out=sys.stdout) -> list[str]:
+def sample(cfg: DictConfig, out=None) -> list[str]:
     """Generates cfg.num_samples continuations of the prompt; returns them (prompt
-    included), streaming the text to `out` when there is one sample."""
+    included), streaming the text to `out` (default: the standard output of the moment)
+    when there is one sample."""
+    out = sys.stdout if out is None else out
     temperature = 0.0 if cfg.greedy else cfg.temperature
     check_sampling_args(temperature, cfg.top_k, cfg.top_p)
     temperature = float(temperature)

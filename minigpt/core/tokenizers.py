@@ -367,6 +367,24 @@ class BPETokenizer:
             raise ValueError(f"{path} holds a {tokenizer.kind} tokenizer, not a BPE one")
         return tokenizer
 
+    def save_gpt2_files(self, folder: str | Path) -> None:
+        """These merges in the files GPT-2 ships (what `TiktokenTokenizer.gpt2(folder)`,
+        tiktoken's and transformers' GPT-2 readers take): vocab.json (token text -> id) and
+        merges.txt, tokens written with GPT-2's byte-to-character table. GPT-2 numbers the
+        256 bytes in the order of that table (printable ones first), so their ids differ
+        from this tokenizer's; the merges keep theirs, end-of-text comes last."""
+        alphabet = gpt2_byte_alphabet()
+        order = sorted(range(256), key=lambda b: ord(alphabet[b]))
+        names = ["".join(alphabet[b] for b in token) for token in self.vocab]
+        vocab = {names[b]: i for i, b in enumerate(order)}
+        vocab |= {names[256 + i]: 256 + i for i in range(len(self.merges))}
+        vocab |= {s: len(vocab) + i for i, s in enumerate(self.special_tokens)}
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        lines = [f"{names[a]} {names[b]}\n" for a, b in self.merges]
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(lines))
+
     def tiktoken_ranks(self) -> dict[bytes, int]:
         """The vocabulary as tiktoken's mergeable ranks (token bytes -> id): the same ids."""
         ranks = {token: i for i, token in enumerate(self.vocab)}

@@ -59,7 +59,15 @@ from minigpt.data.encode import (
     train_bpe,
     write_cache,
 )
-from minigpt.data.rows import row_pieces
+from minigpt.data.rows import row_pieces, streamed_documents
+from minigpt.data.shards import (
+    SHARD_TOKENS,
+    ShardTokens,
+    find_shards,
+    prepare_shards,
+    read_progress,
+    text_token_counts,
+)
 from minigpt.data.stream import file_pieces, files_fingerprint, plan_splits
 from minigpt.data.windows import FixedWindows, PaddedDocuments, RandomWindows, StepBatches
 
@@ -67,6 +75,7 @@ PIECE_BYTES = 2 << 20  # documents in memory are encoded in groups of about this
 # data.tokenizer.kind: char, bpe (trained here), gpt2 (GPT-2's, through tiktoken); a
 # trained model's tokenizer (eval.py, init_from) also comes as tiktoken
 TOKENIZER_KINDS = ("char", "bpe", "gpt2", "tiktoken")
+CORPORA = ("shakespeare", "text_files", "hf_dataset", "shards")
 
 
 @dataclass
@@ -124,6 +133,7 @@ class TokenDataModule(L.LightningDataModule):
         dropped_works: list[str] | tuple[str, ...] = SHAKESPEARE_DROPPED,
         tokenizer: dict | None = None,
         hf: dict | None = None,
+        shards: dict | None = None,
         cache_dir: str = ".cache/minigpt",
         num_workers: int = 0,
         num_proc: int | None = None,
@@ -134,9 +144,19 @@ class TokenDataModule(L.LightningDataModule):
         split_batches: bool = False,
     ):
         super().__init__()
-        if corpus not in ("shakespeare", "text_files", "hf_dataset"):
+        if corpus not in CORPORA:
+            raise ValueError(f"data.corpus={corpus!r} is not one of {', '.join(CORPORA)}")
+        given = {"chars", "merges", "tokens"} & dict(tokenizer or {}).keys()
+        if corpus == "shards" and dict(tokenizer or {}).get("kind") != "gpt2" and not given:
             raise ValueError(
-                f"data.corpus={corpus!r} is not one of shakespeare, text_files, hf_dataset"
+                f"data.corpus=shards encodes with GPT-2's tokenizer, not "
+                f"data.tokenizer.kind={dict(tokenizer or {}).get('kind')!r}: set "
+                "data.tokenizer.kind=gpt2 (data=fineweb does)"
+            )
+        if corpus == "shards" and not packing:
+            raise ValueError(
+                "data.packing=false needs where documents start, which token shards do not "
+                "record: train on shards with data.packing=true"
             )
         if batch_size <= 0:
             raise ValueError(f"data.batch_size={batch_size} must be a positive integer")
@@ -145,7 +165,7 @@ class TokenDataModule(L.LightningDataModule):
         self.val_fraction, self.clean = val_fraction, clean
         self.val_works, self.test_works = list(val_works), list(test_works)
         self.include_folio, self.dropped_works = include_folio, list(dropped_works)
-        self.hf = dict(hf or {})
+        self.hf, self.shards = dict(hf or {}), dict(shards or {})
         self.tokenizer_config = dict(tokenizer or {"kind": "char"})
         if self.tokenizer_config.get("kind") not in TOKENIZER_KINDS:
             raise ValueError(
@@ -197,6 +217,9 @@ class TokenDataModule(L.LightningDataModule):
         Processes that prepare the same entry at once (the ranks of a run, on one machine or
         on a shared file system) take turns: the first builds it, the rest find it built."""
         if self.cache_path is not None:
+            return
+        if self.corpus == "shards":
+            self.cache_path = self.prepare_shards()
             return
         source = self.source()
         settings = {"format": CACHE_FORMAT, "tokenizer": self.tokenizer_config}
@@ -295,14 +318,64 @@ class TokenDataModule(L.LightningDataModule):
         text into bits per byte, which compares models with different tokenizers. The
         end-of-text token after each document stands for no bytes and is not counted."""
         self.setup()
+        if self.corpus == "shards":
+            tokens, nbytes = 0, 0
+            for path in self.tokens[split].paths:
+                counts = text_token_counts(ShardTokens([path])[:], self.tokenizer)
+                tokens, nbytes = tokens + counts[0], nbytes + counts[1]
+            return tokens / nbytes
         meta = json.loads((self.cache_path / "meta.json").read_text())["splits"][split]
         end_of_text = meta["documents"] if self.tokenizer.eot_id is not None else 0
         return (meta["tokens"] - end_of_text) / meta["bytes"]
+
+    def prepare_shards(self) -> Path:
+        """data.corpus=shards: the folder of token shards, prepared when it holds none
+        (one process prepares, the others wait, as for the cache); a folder of shards
+        without our progress file (prepared by llm.c or modded-nanogpt) is read as it is."""
+        settings = self.shards
+        folder = Path(settings["dir"])
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            progress = read_progress(folder)
+            if progress is None and find_shards(folder)["val"]:
+                return folder  # someone else's shards
+            if progress is None or not progress["complete"]:
+                tokenizer = self.build_tokenizer(None)
+                folder.mkdir(exist_ok=True)
+                tokenizer.save(folder / "tokenizer.json")
+                prepare_shards(
+                    streamed_documents(settings),
+                    tokenizer,
+                    folder,
+                    settings.get("name", folder.name),
+                    int(settings.get("shard_tokens", SHARD_TOKENS)),
+                    settings.get("max_tokens"),
+                    self.workers,
+                )
+        return folder
+
+    def setup_shards(self) -> None:
+        folder = self.cache_path
+        if (folder / "tokenizer.json").is_file():
+            self.tokenizer = load_tokenizer(folder / "tokenizer.json")
+        else:
+            self.tokenizer = self.build_tokenizer(None)
+        found = find_shards(folder)
+        if not found["val"] or not found["train"]:
+            raise ValueError(
+                f"{folder} has {len(found['val'])} val and {len(found['train'])} train shards: "
+                "training needs both (shard 0 validates); with little text, lower "
+                "data.shards.shard_tokens"
+            )
+        self.tokens = {split: ShardTokens(paths) for split, paths in found.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokens:
             return
         self.prepare_data()
+        if self.corpus == "shards":
+            return self.setup_shards()
         meta = json.loads((self.cache_path / "meta.json").read_text())
         self.tokenizer = load_tokenizer(self.cache_path / "tokenizer.json")
         for split in SPLITS:

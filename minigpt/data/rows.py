@@ -106,3 +106,46 @@ def row_pieces(
             f"{len(pieces['val'])} val pieces of rows: it needs rows in both"
         )
     return pieces, digest.hexdigest()[:16]
+
+
+def streamed_documents(settings: dict):
+    """For data.corpus=shards: a function of n giving the texts of a dataset's rows from the
+    n-th on, streamed (`streaming=True`: nothing is stored but what is read): a dataset of
+    the Hugging Face hub by name and config (`dataset`, `config`, `split`), or local files
+    (`builder`: json, parquet, ...; `data_files`)."""
+    import datasets
+
+    column = settings.get("text_column", "text")
+    try:
+        if settings.get("data_files"):
+            rows = datasets.load_dataset(
+                settings.get("builder") or "json",
+                data_files=settings["data_files"],
+                split="train",
+                streaming=True,
+            )
+        else:
+            rows = datasets.load_dataset(
+                settings["dataset"],
+                name=settings.get("config"),
+                split=settings.get("split", "train"),
+                streaming=True,
+            )
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
+        raise ValueError(
+            f"data.shards: the dataset could not be opened "
+            f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); "
+            "without a network, give local files: data.shards.builder=parquet "
+            "data.shards.data_files=[...]"
+        ) from None
+
+    def documents_from(start: int):
+        for row in rows.skip(start) if start else rows:
+            if column not in row:
+                raise ValueError(
+                    f"data.shards.text_column={column!r} is not a column of the dataset; its "
+                    f"columns: {', '.join(row)}"
+                )
+            yield row[column] or ""
+
+    return documents_from
