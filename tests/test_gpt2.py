@@ -194,3 +194,18 @@ def test_bits_per_byte_leave_end_of_text_out(tmp_path):
     module.validation_step((x, y), 0)
     expected = float(losses[y != eot].mean())
     assert math.isclose(float(module.val_text_loss.compute()), expected, rel_tol=1e-6)
+
+
+def test_global_batch_tokens_set_the_accumulated_batches_per_process(tmp_path, cache_dir):
+    """experiment=gpt2_124m: 2^19 tokens an optimizer step, micro-batches of 64 x 1024:
+    8 accumulated batches on one process, 1 on eight; a batch that does not divide it is
+    refused, naming the product."""
+    for devices, accumulate in ((1, 8), (2, 4), (8, 1)):
+        cfg = compose_into(
+            tmp_path, cache_dir, "experiment=gpt2_124m", f"trainer.devices={devices}"
+        )
+        assert cfg.trainer.accumulate_grad_batches is None
+        assert train_script.accumulation(cfg) == accumulate
+    cfg = compose_into(tmp_path, cache_dir, "experiment=gpt2_124m", "data.batch_size=48")
+    with pytest.raises(ValueError, match="64 x 1024|48 x 1024 x 1 = 49,152"):
+        train_script.accumulation(cfg)

@@ -10,6 +10,10 @@ perplexity and bits per byte (of the split's UTF-8 text), and writes them beside
 checkpoint in a file named by what was measured, which a different measurement never
 overwrites: `eval_<split>_<checkpoint>[_limit<N>][_<corpus>-<hash of its config>].json`
 (e.g. eval_test_best.json, eval_val_best_limit500.json).
+
+`task=hellaswag` scores HellaSwag instead (minigpt.tools.hellaswag): acc and acc_norm of
+the checkpoint, or of `pretrained=gpt2` (GPT-2's released weights, the yardstick), written to
+hellaswag_<checkpoint>.json.
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from minigpt.commands import run_command
 from minigpt.commands.console import command, quiet_lightning, use_cpu_threads
-from minigpt.core.checkpoint import open_checkpoint
+from minigpt.core.checkpoint import model_from_checkpoint, open_checkpoint
 from minigpt.core.measures import bits_per_byte
+from minigpt.core.options import is_integer
+from minigpt.core.tokenizers import tokenizer_from_dict
 from minigpt.data.corpus import SPLITS
+from minigpt.tools.convert import load_pretrained
+from minigpt.tools.hellaswag import read_items, score
 from minigpt.training.callbacks.progress_bar import ScoringProgressBar
 from minigpt.training.module import GPTLightningModule
 
@@ -60,8 +69,49 @@ def result_path(path: Path, split: str, limit: int | None, override: dict | None
     return path.parent / f"{name}.json"
 
 
+def evaluate_hellaswag(cfg: DictConfig) -> dict:
+    """task=hellaswag: acc and acc_norm of a checkpoint (or of `pretrained`: a transformers
+    directory, or one of GPT-2's released models by name) on HellaSwag's validation items;
+    written beside the checkpoint (or into the working directory for a pretrained model)."""
+    device = "cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    use_cpu_threads(cfg.threads, on_cpu=device == "cpu")
+    settings = cfg.hellaswag
+    if settings.limit is not None and (not is_integer(settings.limit) or settings.limit <= 0):
+        raise ValueError(f"hellaswag.limit={settings.limit} must be a positive number of items")
+    if cfg.get("pretrained"):
+        model, tokenizer_dict = load_pretrained(cfg.pretrained)
+        tokenizer = tokenizer_from_dict(tokenizer_dict)
+        name = str(cfg.pretrained).rstrip("/").replace("/", "_")
+        out = Path(f"hellaswag_{name}.json")
+    else:
+        path, checkpoint = open_checkpoint(cfg.ckpt_path, cfg.runs_dir)
+        model, tokenizer = model_from_checkpoint(checkpoint, path)
+        out = path.parent / f"hellaswag_{path.stem}.json"
+        name = str(path)
+    if settings.limit is not None:
+        out = out.with_name(f"{out.stem}_limit{settings.limit}.json")
+    items = read_items(settings.file, settings.limit)
+    bar = tqdm(total=len(items), desc="hellaswag", unit="item")
+    figures = score(model.to(device), tokenizer, items, device, lambda done, _: bar.update(1))
+    bar.close()
+    figures = {"model": name, **figures}
+    staging = out.with_suffix(f".{os.getpid()}.tmp")
+    staging.write_text(json.dumps(figures, indent=1) + "\n")
+    os.replace(staging, out)
+    skipped = f", {figures['skipped']} skipped: characters outside the vocabulary"
+    print(
+        f"hellaswag: acc {figures['acc']:.4f}, acc_norm {figures['acc_norm']:.4f} "
+        f"({figures['items']:,} items{skipped if figures['skipped'] else ''}) -> {out}"
+    )
+    return figures
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Scores the checkpoint; returns the figures it writes (result_path)."""
+    if cfg.task == "hellaswag":
+        return evaluate_hellaswag(cfg)
+    if cfg.task != "loss":
+        raise ValueError(f"task={cfg.task!r} is not one of loss, hellaswag")
     if cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit <= 0):

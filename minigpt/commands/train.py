@@ -21,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from minigpt.commands import CONFIG_DIR, STARTED, run_command
 from minigpt.commands.console import (
@@ -35,6 +35,7 @@ from minigpt.commands.option_types import OPEN_SECTIONS, check_option_types, com
 from minigpt.core.checkpoint import LATEST_SWEEP, load_checkpoint
 from minigpt.core.cpu_load import oversubscription
 from minigpt.core.model import GPT
+from minigpt.core.options import is_integer
 from minigpt.core.sampling import sample_texts, unencodable
 from minigpt.core.threads import set_cpu_threads
 from minigpt.core.tokenizers import tokenizer_from_dict
@@ -77,6 +78,44 @@ class TrainingFailed(RuntimeError):
 
 def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def processes(trainer: DictConfig) -> int:
+    """The processes a trainer config starts: devices (a count, a list, or auto: every GPU
+    there is, else one) times nodes."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1) or 1
+    if is_integer(devices) and devices > 0:
+        count = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        count = int(devices)
+    elif isinstance(devices, ListConfig | list):
+        count = len(devices)
+    else:  # auto or -1
+        on_gpu = trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+        count = torch.cuda.device_count() if on_gpu and torch.cuda.is_available() else 1
+    return count * nodes
+
+
+def accumulation(cfg: DictConfig) -> int:
+    """Batches each process accumulates per optimizer step: trainer.accumulate_grad_batches,
+    or, with global_batch_tokens set, what makes an optimizer step see that many tokens on
+    all processes together (nanoGPT's total_batch_size)."""
+    tokens = cfg.get("global_batch_tokens")
+    if tokens is None:
+        if cfg.trainer.accumulate_grad_batches is None:
+            raise ValueError(
+                "trainer.accumulate_grad_batches=null is set from global_batch_tokens: "
+                "give one of them"
+            )
+        return cfg.trainer.accumulate_grad_batches
+    per_batch = cfg.data.batch_size * cfg.model.block_size * processes(cfg.trainer)
+    if not is_integer(tokens) or tokens <= 0 or tokens % per_batch:
+        raise ValueError(
+            f"global_batch_tokens={tokens!r} is not a multiple of data.batch_size x "
+            f"model.block_size x processes = {cfg.data.batch_size} x {cfg.model.block_size} "
+            f"x {processes(cfg.trainer)} = {per_batch:,}: choose a multiple, or null"
+        )
+    return tokens // per_batch
 
 
 def build(
@@ -122,7 +161,7 @@ def build(
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.stop_at_val_loss is not None:
         callbacks.append(StopAtValLoss(cfg.stop_at_val_loss))
-    accumulate = cfg.trainer.accumulate_grad_batches
+    accumulate = accumulation(cfg)
     if cfg.trainer.enable_progress_bar:
         # redrawn (and so reading values from the device) on logging steps only
         callbacks.append(
@@ -139,8 +178,14 @@ def build(
         logger=loggers or False,
         # Lightning counts batches; the config counts optimizer steps
         val_check_interval=interval * accumulate if isinstance(interval, int) else interval,
+        accumulate_grad_batches=accumulate,
         plugins=[AtomicCheckpointIO()],
     )
+    if cfg.get("global_batch_tokens") and trainer.world_size != processes(cfg.trainer):
+        raise ValueError(
+            f"global_batch_tokens assumed {processes(cfg.trainer)} processes and the trainer "
+            f"has {trainer.world_size}: set trainer.devices (and trainer.num_nodes) to numbers"
+        )
     if cfg.trainer.get("overfit_batches"):
         # Lightning's overfit_batches also limits validation to that many batches; keep the
         # config's limit (debug=overfit_batch: 0, no validation of a memorized batch)

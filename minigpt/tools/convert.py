@@ -405,7 +405,12 @@ def hf_tokenizer(tokenizer: Tokenizer):
         hf = Tokenizer(models.WordLevel(vocab=vocab, unk_token=None))
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         hf.decoder = decoders.Fuse()
-        return PreTrainedTokenizerFast(tokenizer_object=hf, clean_up_tokenization_spaces=False)
+        # no end-of-text: a line break begins text (as sample.py's default prompt), and is
+        # what harnesses (lm-evaluation-harness) put before a context as its start token
+        start = "\n" if "\n" in tokenizer.stoi else None
+        return PreTrainedTokenizerFast(
+            tokenizer_object=hf, bos_token=start, clean_up_tokenization_spaces=False
+        )
     alphabet = gpt2_byte_alphabet()
     if isinstance(tokenizer, TiktokenTokenizer):  # GPT-2's: ids are ranks, bytes permuted
         tokens, merge_ids = tokenizer.token_bytes()[: len(tokenizer.ranks)], tokenizer.merges()

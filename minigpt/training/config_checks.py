@@ -36,8 +36,11 @@ def option(cfg: DictConfig, key: str):
 
 def check_config(cfg: DictConfig) -> None:
     """Raises a ValueError naming the first option whose value has the wrong type or range."""
+    derived = {"trainer.accumulate_grad_batches"} if option(cfg, "global_batch_tokens") else set()
     for key, low in INTEGERS.items():
         value = option(cfg, key)
+        if value is None and key in derived:
+            continue  # set from global_batch_tokens
         if value is not _ABSENT and (not is_integer(value) or value < low):
             raise ValueError(f"{key}={value!r} must be an integer >= {low}")
     for key, low in OPTIONAL_INTEGERS.items():

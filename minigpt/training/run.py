@@ -289,7 +289,12 @@ RESUME_MAY_CHANGE = (
 
 # options added after runs were saved with the project: a checkpoint whose config lacks one
 # ran as that value does
-ADDED_OPTIONS = {"data.split_batches": False, "optimizer.ns_dtype": "bfloat16"}
+ADDED_OPTIONS = {
+    "data.split_batches": False,
+    "optimizer.ns_dtype": "bfloat16",
+    "global_batch_tokens": None,
+    "model.vocab_multiple": 1,
+}
 
 
 def check_resume_config(saved: dict, current: dict, path: Path) -> None:
