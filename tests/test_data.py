@@ -378,3 +378,40 @@ def test_cleaning_streams_a_piece_at_a_time_as_clean_text_does(tmp_path, monkeyp
     train_chars = set(clean_text(raw_a))  # val's other characters become U+FFFD
     assert val == "".join(c if c in train_chars else UNKNOWN_CHAR for c in clean_text(raw_b))
     assert val.startswith("  \ufffdndented st")  # the file's start keeps its indent
+
+
+@pytest.mark.parametrize("bpe", [False, True], ids=["char", "bpe"])
+def test_cleaning_a_crlf_file_in_small_pieces_is_cleaning_it_whole(tmp_path, monkeypatch, bpe):
+    """A file with Windows line ends (CRLF), cut into 64-byte pieces with a 64-byte search
+    for a cut: each cut falls where cleaning the pieces gives what cleaning the whole file
+    gives (not between CR and LF, nor inside a run of blank lines or trailing spaces)."""
+    lines = ["First line of text  ", "", "", "", "Second\tline", "x" * 90, "", "end of it"]
+    raw = "\r\n".join(lines * 20) + "\r\n"
+    (tmp_path / "a.txt").write_bytes(raw.encode())
+    (tmp_path / "b.txt").write_bytes(raw.encode())
+    monkeypatch.setattr(data_stream, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(data_stream, "BPE_CHUNK_BYTES", 64)
+    monkeypatch.setattr(data_stream, "BOUNDARY_SEARCH", 64)
+    tokenizer = {"kind": "bpe", "vocab_size": 300} if bpe else None
+    dm = stream_module(
+        tmp_path, "a.txt", "b.txt", block_size=8, clean=True, tokenizer=tokenizer, val_fraction=0.5
+    )
+    parts = plan_splits([str(tmp_path / "a.txt")], 0.5, 1)
+    assert len(file_pieces(parts, bpe=bpe, clean=True)["train"]) > 10
+    text = dm.tokenizer.decode(dm.tokens["train"][:].tolist())
+    assert text.removesuffix("<|endoftext|>") == clean_text(raw)
+
+
+def test_a_custom_pattern_never_streams_a_file_in_pieces(tmp_path, monkeypatch):
+    """The cut rule of streamed files is GPT-2's pattern's: with another pattern, a file
+    longer than a piece is refused (naming the pattern, the file and what to do); one that
+    fits a piece is encoded whole."""
+    (tmp_path / "a.txt").write_text("Hello world, this is text. " * 10)
+    (tmp_path / "b.txt").write_text("More words for the val split. " * 4)
+    monkeypatch.setattr(data_stream, "BPE_CHUNK_BYTES", 64)
+    custom = {"kind": "bpe", "vocab_size": 300, "pattern": r"\S+|\s+"}
+    with pytest.raises(ValueError, match=r"pattern='\\\\S\+\|\\\\s\+' is not GPT-2's.*a.txt"):
+        stream_module(tmp_path, "a.txt", "b.txt", block_size=8, tokenizer=custom)
+    monkeypatch.setattr(data_stream, "BPE_CHUNK_BYTES", 1 << 20)
+    dm = stream_module(tmp_path, "a.txt", "b.txt", block_size=8, tokenizer=custom)
+    assert dm.tokenizer.pattern == r"\S+|\s+"

@@ -33,6 +33,7 @@ from minigpt.core.tokenizers import (
     load_tokenizer,
     tokenizer_from_dict,
 )
+from minigpt.data import stream as data_stream
 from minigpt.data.cache import (
     CACHE_FORMAT,
     TokenFile,
@@ -202,6 +203,7 @@ class TokenDataModule(L.LightningDataModule):
                 files_fingerprint(parts, {"clean": self.clean}),
                 files_fingerprint(train, {"clean": self.clean}),
             )
+            self.check_cut_rule(parts, bpe)
             return Source(file_pieces(parts, bpe, self.clean), titles, *keys)
         splits = shakespeare_splits(
             self.val_works, self.test_works, self.include_folio, self.dropped_works
@@ -211,6 +213,23 @@ class TokenDataModule(L.LightningDataModule):
         train = {"train": splits["train"], "val": [], "test": []}
         keys = corpus_fingerprint(splits, {}), corpus_fingerprint(train, {})
         return Source(pieces, titles, *keys, documents=splits)
+
+    def check_cut_rule(self, parts: dict, bpe: bool) -> None:
+        """Text files are encoded in pieces cut where GPT-2's pre-tokenization starts a
+        chunk whatever precedes it (minigpt.data.stream); another pattern may join text
+        across such a cut, so with one, a file is encoded whole or not at all."""
+        pattern = self.tokenizer_config.get("pattern") or GPT2_PATTERN
+        if not bpe or pattern == GPT2_PATTERN:
+            return
+        for part in (part for split in SPLITS for part in parts[split]):
+            if part.end - part.start > data_stream.BPE_CHUNK_BYTES:
+                raise ValueError(
+                    f"data.tokenizer.pattern={pattern!r} is not GPT-2's, and {part.path} "
+                    f"({part.end - part.start:,} bytes of a split) would be encoded in pieces "
+                    "cut where GPT-2's pattern starts a chunk, which this pattern may join: "
+                    f"split the text into files of at most {data_stream.BPE_CHUNK_BYTES:,} "
+                    "bytes, or use GPT-2's pattern (data.tokenizer.pattern=null)"
+                )
 
     def prepare_data(self) -> None:
         """Tokenize the corpus into the cache unless an identical corpus is there already.

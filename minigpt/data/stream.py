@@ -31,7 +31,10 @@ BOUNDARY_SEARCH = 1 << 20
 CHUNK_START = regex.compile(rb"[!-~](?= [A-Za-z])")  # a BPE cut falls after the match
 # with cleaning, a cut falls after a line break between two characters that are not
 # whitespace: cleaning changes nothing across it, and it is also a GPT-2 chunk boundary
-LINE_START = regex.compile(rb"[^\r\n \t]\n(?=[^\s])")
+LINE_START = regex.compile(rb"[^\r\n \t]\r?\n(?=[^\s])")  # LF or CRLF line ends
+# with cleaning and characters, where no such line is near: between two characters that
+# are not whitespace (cleaning changes whitespace only); a UTF-8 character is never split
+BETWEEN_WORD_CHARS = regex.compile(rb"[^\s](?=[^\s\x80-\xbf])")
 
 
 @dataclass(frozen=True)
@@ -143,18 +146,29 @@ class FilePiece:
         return [(text, self.first, self.last)]
 
 
-def chunk_boundary(path: Path, offset: int, end: int, pattern=CHUNK_START) -> int:
-    """The first place in [offset, end] where GPT-2's pre-tokenization starts a chunk
-    whatever precedes it (see the module's docstring; or, with pattern=LINE_START, a line
-    that cleaning leaves as it is); end when there is none before it; a character boundary
-    when there is none in BOUNDARY_SEARCH bytes."""
+def chunk_boundary(path: Path, offset: int, end: int, patterns=(CHUNK_START,)) -> int:
+    """The first place in [offset, end] where the first of `patterns` that occurs in the
+    next BOUNDARY_SEARCH bytes allows a cut: GPT-2's pre-tokenization starts a chunk there
+    whatever precedes it (CHUNK_START, see the module's docstring), or cleaning leaves the
+    text around it as it is (LINE_START, BETWEEN_WORD_CHARS); end when the part ends
+    before any; a character boundary when there is none."""
     origin = max(0, offset - 1)
     with open(path, "rb") as f:
         f.seek(origin)
         window = f.read(min(BOUNDARY_SEARCH, end - origin))
-    if match := pattern.search(window):
-        return origin + match.end()
+    for pattern in patterns:
+        if match := pattern.search(window):
+            return origin + match.end()
     return end if origin + len(window) >= end else character_boundary(path, offset)
+
+
+def cut_patterns(bpe: bool, clean: bool) -> tuple:
+    """Where pieces may be cut, in order of preference: after a line (cleaning), or before
+    a word (BPE); with both, places that suit both (a cut before ` word` follows no
+    trailing space, which is all cleaning could change there)."""
+    if clean:
+        return (LINE_START, CHUNK_START) if bpe else (LINE_START, BETWEEN_WORD_CHARS)
+    return (CHUNK_START,)
 
 
 def file_pieces(
@@ -171,8 +185,8 @@ def file_pieces(
             while start < part.end:
                 end = part.end
                 if start + size < part.end and (bpe or clean):
-                    pattern = LINE_START if clean else CHUNK_START
-                    end = min(part.end, chunk_boundary(part.path, start + size, part.end, pattern))
+                    patterns = cut_patterns(bpe, clean)
+                    end = min(part.end, chunk_boundary(part.path, start + size, part.end, patterns))
                 elif start + size < part.end:
                     end = min(part.end, character_boundary(part.path, start + size))
                 first, last = start == part.start, end == part.end
