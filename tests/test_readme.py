@@ -36,9 +36,11 @@ from hydra.core.hydra_config import HydraConfig
 from minigpt.commands import eval as eval_script
 from minigpt.commands import explain as explain_script
 from minigpt.commands import export as export_script
+from minigpt.commands import prepare as prepare_script
 from minigpt.commands import sample as sample_script
 from minigpt.commands import train as train_script
 from minigpt.core.threads import DEFAULT_THREADS
+from minigpt.core.tokenizers import BPETokenizer
 from minigpt.data.corpus import shakespeare_works
 from minigpt.tools import sweep_report
 
@@ -55,6 +57,7 @@ PAGES = [
             "model.md",
             "gpus.md",
             "evaluation.md",
+            "gpt2.md",
             "inside.md",
             "long-runs.md",
             "speedrun.md",
@@ -82,6 +85,25 @@ TINY = {
 # the 4-job grid: make test runs the README's 2-job sweep, the slow tests the grid
 SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling", "n_layer=2,4 ")
 SKIPPED = ("make test", "make tensorboard", "source ", "curl ", "pytest ")
+# what lines that would download read here instead (the fixture writes these files): the
+# web corpus from docs.jsonl, GPT-2's tokenizer from a BPE of ours in GPT-2's files, GPT-2's
+# weights from ./gpt2 (a small GPT2LMHeadModel), HellaSwag from a file in its format; the
+# 8-GPU line runs on this one process, with the global batch of one tiny batch
+SHARDS_OFFLINE = [
+    "data.tokenizer.files=gpt2",
+    "data.shards.builder=json",
+    "data.shards.data_files=[docs.jsonl]",
+    "data.shards.shard_tokens=20000",
+]
+GPT2_TINY = ["global_batch_tokens=128", "trainer.precision=32-true"]
+
+
+def offline(args: list[str]) -> list[str]:
+    """A train.py or prepare.py line's arguments with the offline stand-ins above."""
+    if not any(a.startswith("experiment=gpt2_124m") or a == "data=fineweb" for a in args):
+        return args
+    kept = [a for a in args if a != "trainer=ddp" and not a.startswith("trainer.devices=")]
+    return kept + SHARDS_OFFLINE + GPT2_TINY
 
 
 def skipped(line: str) -> bool:
@@ -179,10 +201,16 @@ class Readme:
         if words[:2] == ["python", "train.py"]:
             self.wait_for_a_free_second()
             changed = self.changed.setdefault(line, [])
-            args = tiny_args(words[2:], self.cache_dir, changed)
+            args = tiny_args(offline(words[2:]), self.cache_dir, changed)
             return call(train_script.cli, ["train.py", *args])
+        if words[:2] == ["python", "prepare.py"]:
+            args = [*offline(words[2:]), f"paths.cache_dir={self.cache_dir}"]
+            return call(prepare_script.main, ["prepare.py", *args])
         if words[:2] == ["python", "eval.py"]:
-            return call(eval_script.main, ["eval.py", *words[2:]])
+            args = words[2:]
+            if "task=hellaswag" in args and not any(a.startswith("hellaswag.file=") for a in args):
+                args = [*args, "hellaswag.file=hellaswag_val.jsonl"]
+            return call(eval_script.main, ["eval.py", *args])
         if words[:2] == ["python", "explain.py"]:
             return call(explain_script.main, ["explain.py", *words[2:]])
         if words[:2] == ["python", "export.py"]:
@@ -222,12 +250,33 @@ def readme(tmp_path, cache_dir, monkeypatch):
     (tmp_path / "more" / "a.txt").write_text(works[4].text)
     rows = [{"text": line} for line in works[5].text.splitlines() if line.strip()]
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gpt2_stand_ins(tmp_path, works[0].text[:50_000])
     root_handlers = list(logging.getLogger().handlers)
     yield Readme(tmp_path, cache_dir)
     logging.getLogger().handlers[:] = root_handlers
     GlobalHydra.instance().clear()
     HydraConfig.instance().cfg = None
     torch.set_num_threads(DEFAULT_THREADS)
+
+
+def gpt2_stand_ins(folder: Path, text: str) -> None:
+    """GPT-2's files made here: its tokenizer's (vocab.json, merges.txt) of a BPE trained on
+    text, in gpt2/ with a small GPT2LMHeadModel (what init_from=gpt2 and pretrained=gpt2 find
+    as a local copy), and HellaSwag's validation file with a few items."""
+    import transformers
+
+    tokenizer = BPETokenizer.train(text, vocab_size=600)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=1, n_head=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder / "gpt2")
+    tokenizer.save_gpt2_files(folder / "gpt2")
+    items = [
+        {"ctx": "To be, or not to be,", "endings": ["that is", "a b", "the end", "no"], "label": 0},
+        {"ctx": "My lord, the king", "endings": ["is come", "x", "sleeps", "is dead"], "label": 3},
+    ]
+    (folder / "hellaswag_val.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
 
 
 def expected_status(line: str) -> int:

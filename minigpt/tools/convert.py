@@ -511,6 +511,9 @@ def load_pretrained(directory: str | Path, vocab_multiple: int = 1) -> tuple[GPT
             f"{directory} has no minigpt_tokenizer.json (nor GPT-2's vocab.json and merges.txt): "
             "init_from needs the tokenizer the model was trained with (export.py writes it)"
         )
-    if tokenizer_from_dict(tokenizer).vocab_size != model.config.vocab_size:
-        raise ValueError(f"{path} does not fit the model's vocabulary of {model.config.vocab_size}")
+    if (size := tokenizer_from_dict(tokenizer).vocab_size) != model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer of {directory} has {size:,} tokens, the model's vocabulary "
+            f"{model.config.vocab_size:,}: they do not belong together"
+        )
     return model, tokenizer
