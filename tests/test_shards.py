@@ -181,3 +181,35 @@ def test_someone_elses_shards_are_read_as_they_are(corpus, tmp_path):
     assert not (theirs / "progress.json").exists()  # nothing written into their folder
     with pytest.raises(ValueError, match="data.tokenizer.kind=gpt2"):
         TokenDataModule(corpus="shards", shards={"dir": str(theirs)}, tokenizer={"kind": "bpe"})
+
+
+def test_a_preparation_is_finished_with_the_tokenizer_it_began_with(corpus, tmp_path):
+    """A stopped preparation in a folder, continued with another tokenizer: refused (the
+    shards would mix two vocabularies), the folder left as it was."""
+    folder, _ = corpus
+    options = {"builder": "json", "data_files": [str(folder / "docs.jsonl")]}
+    shards = {"dir": str(tmp_path / "shards"), "shard_tokens": 1000, **options}
+    first = {"kind": "gpt2", "files": str(folder / "gpt2")}
+    (tmp_path / "shards").mkdir()
+    TiktokenTokenizer.gpt2(folder / "gpt2").save(tmp_path / "shards" / "tokenizer.json")
+    (tmp_path / "shards" / "progress.json").write_text(
+        json.dumps(
+            {
+                "name": "shards",
+                "shard_tokens": 1000,
+                "shards": 0,
+                "documents": 0,
+                "offset": 0,
+                "tokens": [],
+                "complete": False,
+            }
+        )
+    )
+    BPETokenizer.train("other text " * 100, vocab_size=300).save_gpt2_files(tmp_path / "other")
+    other = {"kind": "gpt2", "files": str(tmp_path / "other")}
+    with pytest.raises(ValueError, match="begun with another tokenizer"):
+        TokenDataModule(corpus="shards", shards=shards, tokenizer=other).prepare_data()
+    assert read_progress(tmp_path / "shards")["shards"] == 0
+    dm = TokenDataModule(corpus="shards", shards=shards, tokenizer=first, block_size=8)
+    dm.setup()
+    assert read_progress(tmp_path / "shards")["complete"]

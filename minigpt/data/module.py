@@ -361,8 +361,16 @@ class TokenDataModule(L.LightningDataModule):
                 return folder  # someone else's shards
             if progress is None or not progress["complete"]:
                 tokenizer = self.build_tokenizer(None)
+                saved = folder / "tokenizer.json"
+                began = load_tokenizer(saved).to_dict() if progress and saved.is_file() else None
+                if began is not None and began != tokenizer.to_dict():
+                    raise ValueError(
+                        f"{folder} holds shards begun with another tokenizer than "
+                        "data.tokenizer gives: prepare into another data.shards.dir, "
+                        "or finish it with the tokenizer it began with"
+                    )
                 folder.mkdir(exist_ok=True)
-                tokenizer.save(folder / "tokenizer.json")
+                tokenizer.save(saved)
                 prepare_shards(
                     streamed_documents(settings),
                     tokenizer,

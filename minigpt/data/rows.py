@@ -140,12 +140,19 @@ def streamed_documents(settings: dict):
         ) from None
 
     def documents_from(start: int):
-        for row in rows.skip(start) if start else rows:
-            if column not in row:
-                raise ValueError(
-                    f"data.shards.text_column={column!r} is not a column of the dataset; its "
-                    f"columns: {', '.join(row)}"
-                )
-            yield row[column] or ""
+        """The texts of rows start, start + 1, ...: read as Arrow tables of a thousand
+        rows, the text column alone (row by row, datasets makes a dict of every column per
+        row: 10 MB/s of text; this reads 200 MB/s of parquet, and leaves the cores to the
+        encoding workers)."""
+        selected = rows.skip(start) if start else rows
+        names = selected.column_names or next(iter(selected)).keys()
+        if column not in names:
+            raise ValueError(
+                f"data.shards.text_column={column!r} is not a column of the dataset; its "
+                f"columns: {', '.join(names)}"
+            )
+        tables = selected.select_columns([column]).with_format("arrow").iter(batch_size=1000)
+        for table in tables:
+            yield from (text or "" for text in table.column(column).to_pylist())
 
     return documents_from

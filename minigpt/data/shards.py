@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,15 @@ def write_progress(folder: Path, progress: dict) -> None:
 
 def encode_batch(texts: list[str], tokenizer, eot: int) -> tuple[np.ndarray, np.ndarray]:
     """Each text's tokens preceded by end-of-text, joined; and each text's token count."""
-    arrays = [np.array([eot, *tokenizer.encode_ordinary(t)], dtype=np.uint16) for t in texts]
-    return np.concatenate(arrays), np.array([len(a) for a in arrays], dtype=np.int64)
+    encoded = [tokenizer.encode_ordinary(t) for t in texts]
+    lengths = np.fromiter((len(ids) + 1 for ids in encoded), np.int64, len(encoded))
+    tokens = np.empty(int(lengths.sum()), dtype=np.uint16)
+    starts = np.cumsum(lengths) - lengths
+    tokens[starts] = eot
+    text = np.ones(len(tokens), dtype=bool)
+    text[starts] = False
+    tokens[text] = np.fromiter(chain.from_iterable(encoded), np.uint16, len(tokens) - len(starts))
+    return tokens, lengths
 
 
 def text_batches(documents: Iterable[str]) -> Iterator[list[str]]:
