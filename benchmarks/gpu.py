@@ -115,6 +115,8 @@ def throughput_overrides(
     else:
         shape = ["experiment=gpt2_124m", "trainer=gpu", "trainer.precision=bf16-mixed"]
         shape += ["compile=true", f"compile_mode={compile_mode or 'null'}"]
+        # nanoGPT's bench.py model (no biases, exact GELU), one batch a step
+        shape += ["model.bias=false", "model.activation=gelu", "global_batch_tokens=null"]
     if any(o.startswith("trainer=") for o in extra):
         shape = [o for o in shape if o != "trainer=gpu"]
         if smoke:  # the chosen trainer group would set its own accelerator

@@ -580,21 +580,23 @@ def test_16_mixed_with_a_grad_scaler_clips_the_true_gradients(compose_train, opt
 
 
 def test_gpt2_124m_preset_composes_to_gpt2_smalls_shape(compose_train):
-    """The preset's model at the preset's vocabulary has GPT-2 small's parameters, counted
-    here from the shapes (no biases, LayerNorm gains only, tied head)."""
+    """The preset's model at GPT-2's vocabulary has GPT-2 small's 124,439,808 parameters
+    (counted here from the shapes: biases, LayerNorm gains and biases, tied head), and
+    36,096 more for the padding rows to 50,304; 2^19 tokens an optimizer step."""
     from minigpt.core.model import GPT, GPTConfig
 
     cfg = compose_train("experiment=gpt2_124m")
-    vocab = cfg.data.tokenizer.vocab_size
-    config = GPTConfig(**(train_script.plain(cfg.model) | {"vocab_size": vocab}))
-    with torch.device("meta"):
-        model = GPT(config)
-    V, T, L, C = vocab, 1024, 12, 768
-    per_layer = 4 * C * C + 8 * C * C + 2 * C  # attention, MLP (4x), two LayerNorm gains
-    assert model.num_parameters() == V * C + T * C + L * per_layer + C == 124_337_664
-    assert cfg.optimizer.betas == [0.9, 0.95] and cfg.trainer.accumulate_grad_batches == 40
-    # ~0.5M tokens an optimizer step, as nanoGPT's GPT-2 run: 12 x 1024 x 40
-    assert cfg.data.batch_size * cfg.model.block_size * 40 == 491_520
+    assert cfg.data.tokenizer.kind == "gpt2" and cfg.data.corpus == "shards"
+    V, T, L, C = 50257, 1024, 12, 768
+    per_layer = 12 * C * C + 13 * C  # c_attn, c_proj, c_fc, c_proj with biases; 2 LayerNorms
+    for multiple, rows in ((1, V), (cfg.model.vocab_multiple, 50304)):
+        options = train_script.plain(cfg.model) | {"vocab_size": V, "vocab_multiple": multiple}
+        with torch.device("meta"):
+            model = GPT(GPTConfig(**options))
+        assert model.num_parameters() == rows * C + T * C + L * per_layer + 2 * C
+    assert model.num_parameters() - 36_096 == 124_439_808
+    assert cfg.optimizer.betas == [0.9, 0.95] and cfg.model.activation == "gelu_tanh"
+    assert cfg.global_batch_tokens == 2**19 and train_script.accumulation(cfg) == 8
 
 
 def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
