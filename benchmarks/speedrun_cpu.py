@@ -61,7 +61,11 @@ ABLATIONS = {
         "scheduler.warmup_steps=20",
         "scheduler.min_lr=1e-3",
     ],
-    "- bf16 (float32)": ["trainer.precision=32-true"],
+    # the recipe chooses bf16 by the CPU's instructions (minigpt.training.precision)
+    "bf16 on any CPU (bf16-mixed, bfloat16 iteration)": [
+        "trainer.precision=bf16-mixed",
+        "optimizer.ns_dtype=bfloat16",
+    ],
     "- written-out attention (sdpa)": ["model.attention=sdpa"],
     "- half depth (4 layers)": ["model.n_layer=4"],
     "+ ReLU²": ["model.activation=relu2"],

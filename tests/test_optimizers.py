@@ -111,6 +111,42 @@ def test_muon_in_float32_steps_and_a_bad_dtype_is_refused():
         model.blocks[0].attn.c_attn.weight, tiny_model().blocks[0].attn.c_attn.weight
     )
     with pytest.raises(
-        ValueError, match="optimizer.ns_dtype='float16' is not one of bfloat16, float32"
+        ValueError, match="optimizer.ns_dtype='float16' is not one of bfloat16, float32, auto"
     ):
         MuonWithAdamW(tiny_model().param_groups(), ns_dtype="float16", **SETTINGS)
+
+
+@pytest.mark.parametrize("bf16_instructions", [False, True], ids=["avx2", "avx512_bf16"])
+def test_auto_iterates_in_bfloat16_only_where_the_device_multiplies_it(
+    bf16_instructions, monkeypatch
+):
+    """ns_dtype=auto on a CPU: the float32 iteration's steps without bfloat16 instructions,
+    the bfloat16 one's with them (bit for bit); on a GPU always bfloat16. The speedrun's
+    precision follows the same instructions."""
+    from minigpt.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: bf16_instructions)
+    expected = "bfloat16" if bf16_instructions else "float32"
+    models = {}
+    for dtype in ("auto", expected):
+        models[dtype] = tiny_model()
+        optimizer = MuonWithAdamW(models[dtype].param_groups(), ns_dtype=dtype, **SETTINGS)
+        train(models[dtype], [optimizer], steps=2)
+    for (name, mine), theirs in zip(
+        models["auto"].named_parameters(), models[expected].parameters(), strict=True
+    ):
+        assert torch.equal(mine, theirs), name
+    assert precision.newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16
+    assert precision.cpu_precision() == ("bf16-mixed" if bf16_instructions else "32-true")
+
+
+def test_bfloat16_instructions_are_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    from minigpt.training import precision
+
+    flags = {"avx2": False, "avx2 avx512f avx512_bf16": True, "amx_bf16 amx_tile": True}
+    for line, has in flags.items():
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse {line}\n")
+        monkeypatch.setattr(precision, "Path", lambda _: tmp_path / "cpuinfo")
+        precision.cpu_has_bf16.cache_clear()
+        assert precision.cpu_has_bf16() == has, line
+    precision.cpu_has_bf16.cache_clear()

@@ -45,7 +45,7 @@ from minigpt.training.callbacks.progress_bar import LoggingStepProgressBar
 from minigpt.training.callbacks.stop_at_val_loss import StopAtValLoss
 from minigpt.training.config_checks import check_config
 from minigpt.training.module import GPTLightningModule
-from minigpt.training.precision import auto_precision
+from minigpt.training.precision import auto_precision, cpu_precision
 from minigpt.training.run import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -57,6 +57,7 @@ from minigpt.training.summary import run_header, summary
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 run.register_run_subdir()
 quiet_lightning()
 # a resumed run writes into its own checkpoint directory

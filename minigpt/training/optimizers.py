@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor, Shard
 from torch.optim import AdamW, Muon, Optimizer
 from torch.optim._muon import _adjust_lr
 
+from minigpt.training.precision import newton_schulz_dtype
 from minigpt.training.sharding import local_tensor
 
 
@@ -89,12 +90,13 @@ class DistributedMuon(Muon):
 
     Plain tensors in an initialized process group of several ranks are taken to be DDP's
     replicas (the same gradients on every rank). ns_dtype: the iteration's ("bfloat16",
-    torch's; or "float32"); the other arguments are torch's Muon's."""
+    torch's; "float32"; or "auto": bfloat16 where the device multiplies it natively, else
+    float32, `newton_schulz_dtype`); the other arguments are torch's Muon's."""
 
     def __init__(self, params, ns_dtype: str = "bfloat16", **kwargs):
-        if ns_dtype not in NS_DTYPES:
+        if ns_dtype not in (*NS_DTYPES, "auto"):
             raise ValueError(
-                f"optimizer.ns_dtype={ns_dtype!r} is not one of {', '.join(NS_DTYPES)}"
+                f"optimizer.ns_dtype={ns_dtype!r} is not one of {', '.join(NS_DTYPES)}, auto"
             )
         super().__init__(params, **kwargs)
         self.ns_dtype = ns_dtype
@@ -124,7 +126,8 @@ class DistributedMuon(Muon):
         return grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
 
     def _orthogonalize(self, params, updates, group) -> list[torch.Tensor]:
-        dtype = NS_DTYPES[self.ns_dtype]
+        device = local_tensor(params[0]).device if params else torch.device("cpu")
+        dtype = newton_schulz_dtype(device) if self.ns_dtype == "auto" else NS_DTYPES[self.ns_dtype]
 
         def orthogonal(update):
             coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
