@@ -69,6 +69,13 @@ def result_path(path: Path, split: str, limit: int | None, override: dict | None
     return path.parent / f"{name}.json"
 
 
+def write_figures(out: Path, figures: dict) -> None:
+    """figures as JSON at out, whole or not at all (written aside, then renamed)."""
+    staging = out.with_suffix(f".{os.getpid()}.tmp")
+    staging.write_text(json.dumps(figures, indent=1) + "\n")
+    os.replace(staging, out)
+
+
 def evaluate_hellaswag(cfg: DictConfig) -> dict:
     """task=hellaswag: acc and acc_norm of a checkpoint (or of `pretrained`: a transformers
     directory, or one of GPT-2's released models by name) on HellaSwag's validation items;
@@ -95,9 +102,7 @@ def evaluate_hellaswag(cfg: DictConfig) -> dict:
     figures = score(model.to(device), tokenizer, items, device, lambda done, _: bar.update(1))
     bar.close()
     figures = {"model": name, **figures}
-    staging = out.with_suffix(f".{os.getpid()}.tmp")
-    staging.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(staging, out)
+    write_figures(out, figures)
     skipped = f", {figures['skipped']} skipped: characters outside the vocabulary"
     print(
         f"hellaswag: acc {figures['acc']:.4f}, acc_norm {figures['acc_norm']:.4f} "
@@ -162,9 +167,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "split_tokens": len(datamodule.tokens[cfg.split]),
     }
     out = result_path(path, cfg.split, cfg.limit, other_text)
-    staging = out.with_suffix(f".{os.getpid()}.tmp")
-    staging.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(staging, out)
+    write_figures(out, figures)
     print(
         f"{cfg.split}: loss {loss:.4f}, perplexity {figures['perplexity']:.3f}, "
         f"{figures['bpb']:.4f} bits per byte ({figures['windows']:,} windows, "

@@ -76,11 +76,12 @@ class TokenFile:
     """A split's flat token array on disk, read window by window with pread. A memory map
     would count every page it touches as the process's memory, and the kernel maps large
     blocks around each touch: training that draws windows all over a corpus of GBs grew
-    toward the corpus's size. Slices are numpy arrays; `np.asarray` reads it whole."""
+    toward the corpus's size. Slices are numpy arrays; `np.asarray` reads it whole.
+    offset: bytes before the tokens (a token shard's header, `minigpt.data.shards`)."""
 
-    def __init__(self, path: Path, dtype: str):
-        self.path, self.dtype = Path(path), np.dtype(dtype)
-        self.length = self.path.stat().st_size // self.dtype.itemsize
+    def __init__(self, path: Path, dtype: str, offset: int = 0):
+        self.path, self.dtype, self.offset = Path(path), np.dtype(dtype), offset
+        self.length = (self.path.stat().st_size - offset) // self.dtype.itemsize
         self._fd, self._pid = None, None
 
     def __len__(self) -> int:
@@ -99,7 +100,7 @@ class TokenFile:
         if isinstance(key, slice):
             start, stop, step = key.indices(self.length)
             size = max(0, stop - start) * self.dtype.itemsize
-            data = os.pread(self._descriptor(), size, start * self.dtype.itemsize)
+            data = os.pread(self._descriptor(), size, self.offset + start * self.dtype.itemsize)
             return np.frombuffer(data, dtype=self.dtype)[:: step if step > 0 else 1]
         index = int(key) + (self.length if int(key) < 0 else 0)
         if not 0 <= index < self.length:
@@ -111,8 +112,13 @@ class TokenFile:
         return whole if dtype is None else whole.astype(dtype)
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "dtype": self.dtype, "length": self.length}
+        return {
+            "path": self.path,
+            "dtype": self.dtype,
+            "offset": self.offset,
+            "length": self.length,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.path, self.dtype, self.length = state["path"], state["dtype"], state["length"]
+        self.__dict__.update(state)
         self._fd, self._pid = None, None

@@ -147,13 +147,6 @@ class TokenDataModule(L.LightningDataModule):
         super().__init__()
         if corpus not in CORPORA:
             raise ValueError(f"data.corpus={corpus!r} is not one of {', '.join(CORPORA)}")
-        given = {"chars", "merges", "tokens"} & dict(tokenizer or {}).keys()
-        if corpus == "shards" and dict(tokenizer or {}).get("kind") != "gpt2" and not given:
-            raise ValueError(
-                f"data.corpus=shards encodes with GPT-2's tokenizer, not "
-                f"data.tokenizer.kind={dict(tokenizer or {}).get('kind')!r}: set "
-                "data.tokenizer.kind=gpt2 (data=fineweb does)"
-            )
         if corpus == "shards" and not packing:
             raise ValueError(
                 "data.packing=false needs where documents start, which token shards do not "
@@ -172,6 +165,12 @@ class TokenDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.tokenizer.kind={self.tokenizer_config.get('kind')!r} is not one of "
                 f"{', '.join(TOKENIZER_KINDS[:3])}"
+            )
+        kind = self.tokenizer_config["kind"]
+        if corpus == "shards" and kind != "gpt2" and not self.vocabulary_given:
+            raise ValueError(
+                f"data.corpus=shards encodes with GPT-2's tokenizer, not "
+                f"data.tokenizer.kind={kind!r}: set data.tokenizer.kind=gpt2 (data=fineweb does)"
             )
         self.cache_root, self.num_workers, self.eval_seed = Path(cache_dir), num_workers, eval_seed
         self.seed, self.num_proc, self.split_batches = seed, num_proc, split_batches
@@ -292,7 +291,7 @@ class TokenDataModule(L.LightningDataModule):
         (`data.tokenizer.impl`: minigpt's trainer, or HF `tokenizers` with `hf`), cached on
         disk by a key of that split and the settings."""
         config = self.tokenizer_config
-        if {"chars", "merges", "tokens"} & config.keys():  # a given vocabulary (eval.py)
+        if self.vocabulary_given:
             return self.given_tokenizer(source)
         if config["kind"] == "char":
             return char_vocabulary(source.pieces, self.workers)
@@ -315,6 +314,12 @@ class TokenDataModule(L.LightningDataModule):
         tokenizer.save(staging)
         os.replace(staging, path)
         return tokenizer
+
+    @property
+    def vocabulary_given(self) -> bool:
+        """Whether data.tokenizer spells out a trained model's vocabulary (eval.py,
+        init_from) instead of saying how to build one."""
+        return bool({"chars", "merges", "tokens"} & self.tokenizer_config.keys())
 
     def given_tokenizer(self, source: Source) -> CharTokenizer | BPETokenizer:
         """The tokenizer the config spells out (a trained model's), after checking that a
@@ -339,8 +344,8 @@ class TokenDataModule(L.LightningDataModule):
         self.setup()
         if self.corpus == "shards":
             tokens, nbytes = 0, 0
-            for path in self.tokens[split].paths:
-                counts = text_token_counts(ShardTokens([path])[:], self.tokenizer)
+            for shard in self.tokens[split].files:
+                counts = text_token_counts(shard[:], self.tokenizer)
                 tokens, nbytes = tokens + counts[0], nbytes + counts[1]
             return tokens / nbytes
         meta = json.loads((self.cache_path / "meta.json").read_text())["splits"][split]

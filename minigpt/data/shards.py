@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigpt.data.cache import TokenFile
 from minigpt.data.encode import map_pieces
 
 MAGIC, VERSION = 20240520, 1
@@ -74,8 +75,8 @@ def shard_tokens(path: Path) -> int:
 
 
 class ShardTokens:
-    """Shards read as one flat token array, window by window with pread (memory stays flat,
-    as with `minigpt.data.cache.TokenFile`); a window may span two shards."""
+    """Shards read as one flat token array: each shard a `TokenFile` after its header (read
+    window by window with pread, memory flat); a window may span two shards."""
 
     dtype = np.dtype(np.uint16)
 
@@ -83,11 +84,11 @@ class ShardTokens:
         if not paths:
             raise ValueError("no shards to read")
         self.paths = [Path(p) for p in paths]
-        counts = [shard_tokens(p) for p in self.paths]
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        for path in self.paths:
+            shard_tokens(path)  # checks the header and the size
+        self.files = [TokenFile(p, "uint16", HEADER_BYTES) for p in self.paths]
+        self.starts = np.cumsum([0, *(len(f) for f in self.files)]).astype(np.int64)
         self.length = int(self.starts[-1])
-        self._fds: dict[int, int] = {}
-        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self.length
@@ -96,22 +97,17 @@ class ShardTokens:
     def shape(self) -> tuple[int]:
         return (self.length,)
 
-    def _descriptor(self, i: int) -> int:
-        if self._pid != os.getpid():  # opened per process (DataLoader workers)
-            self._fds, self._pid = {}, os.getpid()
-        if i not in self._fds:
-            self._fds[i] = os.open(self.paths[i], os.O_RDONLY)
-        return self._fds[i]
-
     def _read(self, start: int, stop: int) -> np.ndarray:
         parts = []
         shard = int(np.searchsorted(self.starts, start, side="right")) - 1
         while start < stop:
+            first = int(self.starts[shard])
             end = min(stop, int(self.starts[shard + 1]))
-            offset = HEADER_BYTES + 2 * (start - int(self.starts[shard]))
-            parts.append(os.pread(self._descriptor(shard), 2 * (end - start), offset))
+            parts.append(self.files[shard][start - first : end - first])
             start, shard = end, shard + 1
-        return np.frombuffer(b"".join(parts), dtype=self.dtype)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
 
     def __getitem__(self, key):
         if isinstance(key, slice):
@@ -126,13 +122,6 @@ class ShardTokens:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
-
-    def __getstate__(self) -> dict:
-        return {"paths": self.paths, "starts": self.starts, "length": self.length}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._fds, self._pid = {}, None
 
 
 def find_shards(folder: Path) -> dict[str, list[Path]]:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.core.model import GPT
+from minigpt.core.sampling import unencodable
 
 HUB_DATASET = "Rowan/hellaswag"
 
@@ -96,12 +97,6 @@ def ending_log_likelihoods(
     return scores
 
 
-def unencodable(tokenizer, item: Item) -> bool:
-    """Whether a character-level vocabulary lacks a character of the item."""
-    stoi = getattr(tokenizer, "stoi", None)
-    return stoi is not None and bool(set(item.context + " " + " ".join(item.endings)) - stoi.keys())
-
-
 def score(model: GPT, tokenizer, items: list[Item], device="cpu", progress=None) -> dict:
     """acc and acc_norm over the items the tokenizer can encode (a character vocabulary may
     lack some characters: those items are counted apart, never scored)."""
@@ -109,7 +104,7 @@ def score(model: GPT, tokenizer, items: list[Item], device="cpu", progress=None)
     correct = correct_norm = scored = 0
     skipped = 0
     for item in items:
-        if unencodable(tokenizer, item):
+        if unencodable(tokenizer, " ".join([item.context, *item.endings])):
             skipped += 1
             continue
         scores = ending_log_likelihoods(model, tokenizer, item, device)
