@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import heapq
 import json
 import os
@@ -385,6 +386,10 @@ class BPETokenizer:
         lines = [f"{names[a]} {names[b]}\n" for a, b in self.merges]
         (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(lines))
 
+    def token_bytes(self) -> list[bytes]:
+        """Every id's bytes, special tokens' included, in id order."""
+        return [*self.vocab, *(s.encode("utf-8") for s in self.special_tokens)]
+
     def tiktoken_ranks(self) -> dict[bytes, int]:
         """The vocabulary as tiktoken's mergeable ranks (token bytes -> id): the same ids."""
         ranks = {token: i for i, token in enumerate(self.vocab)}
@@ -509,6 +514,7 @@ class TiktokenTokenizer:
             tokens[i] = text.encode("utf-8")
         return tokens
 
+    @functools.cached_property
     def merges(self) -> list[tuple[int, int]]:
         """The merge that makes each multi-byte token (the two tokens BPE joins into it,
         found by running BPE on its bytes with the lower ranks only), in rank order: what

@@ -412,16 +412,13 @@ def hf_tokenizer(tokenizer: Tokenizer):
             tokenizer_object=hf, bos_token=start, clean_up_tokenization_spaces=False
         )
     alphabet = gpt2_byte_alphabet()
-    if isinstance(tokenizer, TiktokenTokenizer):  # GPT-2's: ids are ranks, bytes permuted
-        tokens, merge_ids = tokenizer.token_bytes()[: len(tokenizer.ranks)], tokenizer.merges()
-    else:
-        tokens, merge_ids = tokenizer.vocab, tokenizer.merges
-    names = ["".join(alphabet[b] for b in token) for token in tokens]
+    mergeable = tokenizer.vocab_size - len(tokenizer.special_tokens)  # special tokens last
+    names = ["".join(alphabet[b] for b in token) for token in tokenizer.token_bytes()[:mergeable]]
     if len(set(names)) != len(names):
         raise ValueError(
             "two merges of this BPE tokenizer make the same bytes: HF BPE cannot hold it"
         )
-    merges = [(names[a], names[b]) for a, b in merge_ids]
+    merges = [(names[a], names[b]) for a, b in tokenizer.merges]
     hf = Tokenizer(models.BPE(vocab={n: i for i, n in enumerate(names)}, merges=merges))
     hf.pre_tokenizer = pre_tokenizers.Sequence(
         [
