@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from minigpt.core.model import GPT, GPTConfig
 from minigpt.training.optimizers import MuonWithAdamW
-from minigpt.training.sharding import local_tensor, shard_model
+from minigpt.training.sharding import local_tensor, shard_model, spawn_on_cpu
 
 RANKS = 2
 # muon: the Newton-Schulz iteration in bfloat16 (torch's); muon-fp32: in float32
@@ -92,13 +90,7 @@ def model_config(args) -> GPTConfig:
     )
 
 
-def worker(rank: int, port: int, args, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
-    from torch.distributed.device_mesh import init_device_mesh
-
-    mesh = init_device_mesh("cpu", (RANKS,))
+def worker(rank: int, mesh, args, out: str) -> None:
     config = model_config(args)
     results = {}
     for kind in args.kinds:
@@ -106,14 +98,6 @@ def worker(rank: int, port: int, args, out: str) -> None:
             results[(kind, strategy)] = measure(config, kind, strategy, args, rank, mesh)
     if rank == 0:
         torch.save({"results": results, "parameters": GPT(config).num_parameters()}, out)
-    dist.barrier()  # no rank tears its connections down while another still uses them
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -127,7 +111,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     args = parser.parse_args()
     out = f"/tmp/minigpt-distributed-{os.getpid()}.pt"
-    mp.spawn(worker, args=(free_port(), args, out), nprocs=RANKS)
+    spawn_on_cpu(worker, RANKS, args, out)
     saved = torch.load(out, weights_only=False)
     os.remove(out)
     results = saved["results"]

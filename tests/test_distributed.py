@@ -4,17 +4,15 @@ depend on the strategy; the Newton-Schulz work is split, not repeated."""
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from minigpt.core.model import GPT, GPTConfig
 from minigpt.training import optimizers
 from minigpt.training.optimizers import MuonWithAdamW, row_counts
-from minigpt.training.sharding import full_tensor, shard_model
+from minigpt.training.sharding import full_tensor, shard_model, spawn_on_cpu
 
 CONFIG = GPTConfig(vocab_size=13, block_size=16, n_layer=3, n_head=2, n_embd=16)
 STEPS, BATCH, RANKS = 4, 8, 2
@@ -52,13 +50,7 @@ def whole_weights(model) -> dict[str, torch.Tensor]:
     return {name: full_tensor(p).detach().clone() for name, p in model.named_parameters()}
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
-    from torch.distributed.device_mesh import init_device_mesh
-
-    mesh = init_device_mesh("cpu", (RANKS,))
+def worker(rank: int, mesh, out: str) -> None:
     calls = []  # the shapes that this rank's Newton-Schulz calls see
     original = optimizers.newton_schulz
     optimizers.newton_schulz = lambda g, *a: calls.append(tuple(g.shape)) or original(g, *a)
@@ -93,20 +85,12 @@ def worker(rank: int, port: int, out: str) -> None:
                 results[("newton_schulz", strategy)] = every_rank
     if rank == 0:
         torch.save(results, out)
-    dist.barrier()  # no rank tears its connections down while another still uses them
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed") / "results.pt"
-    mp.spawn(worker, args=(free_port(), str(out)), nprocs=RANKS)
+    spawn_on_cpu(worker, RANKS, str(out))
     return torch.load(out, weights_only=False)
 
 

@@ -10,9 +10,13 @@ own rows. FSDP2 runs on gloo (CPU) as on NCCL, which Lightning's older `FSDPStra
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor
 
@@ -100,3 +104,28 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's piece of a DTensor (its rows); a tensor as it is."""
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def spawn_on_cpu(function, processes: int, *args) -> None:
+    """function(rank, mesh, *args) in `processes` spawned CPU processes of one thread each,
+    joined in one gloo group with a device mesh over them (how the tests and
+    benchmarks/distributed.py run DDP and FSDP without GPUs). The ranks meet at a barrier
+    before the group is torn down: a rank that destroyed it while another still used it
+    aborted."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_cpu_process, args=(function, processes, port, args), nprocs=processes)
+
+
+def _cpu_process(rank: int, function, processes: int, port: int, args: tuple) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=processes)
+    try:
+        function(rank, init_device_mesh("cpu", (processes,)), *args)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
