@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-all lint format sample tensorboard clean
+.PHONY: train test test-all lint format sample isoflop tensorboard clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ train: $(STAMP)  ## train the default model on the embedded corpus; ARGS="model.
 
 sample: $(STAMP)  ## sample from the newest run's best checkpoint; ARGS="prompt=... top_p=0.9"
 	$(PY) sample.py $(ARGS)
+
+isoflop: $(STAMP)  ## the IsoFLOP scaling study (about 40 min on 2 cores); ARGS="--budgets ..." (docs/scaling.md)
+	$(VENV)/bin/minigpt isoflop $(ARGS)
 
 test: $(STAMP)  ## the test suite without tests marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -9,6 +9,18 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# `minigpt isoflop` at tiny sizes: three budgets of three widths (given after a page's own
+# options, they replace them)
+ISOFLOP_TINY = [
+    "--budgets", "5e7", "1.5e8", "4.5e8",
+    "--widths", "8", "16", "24",
+    "--per-budget", "3",
+    "--head-size", "8",
+    "--batch-sizes", "8",
+    "model.n_layer=1",
+    "model.block_size=32",
+    "trainer.limit_val_batches=4",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def test_the_minigpt_command_runs_each_command_and_names_a_wrong_one(tmp_path):
     assert yaml.safe_load(shown.stdout)["top_k"] == 7
     wrong = subprocess.run([minigpt, "trian"], cwd=tmp_path, capture_output=True, text=True)
     assert wrong.returncode == 2 and "unknown command 'trian'" in wrong.stderr
-    assert "minigpt {train|prepare|sample|eval|export|explain|sweep-report}" in wrong.stderr
+    assert "minigpt {train|prepare|sample|eval|export|explain|sweep-report|isoflop}" in wrong.stderr
 
 
 def test_a_command_freezes_what_the_collector_tracks_before_the_process_ends():

@@ -11,7 +11,7 @@ way, except sweeps over them, and the test prints every line whose values it cha
 Skipped: `make test`/`make train`/`make tensorboard`/`pytest ...` (this suite, the full
 1200-step run, a server), `source` (this interpreter is the environment's) and `curl` (no
 network in tests: tinyshakespeare.txt is written locally). The NumPy proofs (40 s), the SLURM
-sweep and the scaling study (its 8 sizes, 4 steps each) run in the slow test.
+sweep and the IsoFLOP study (at tiny sizes: ISOFLOP_TINY) run in the slow test.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, call
+from conftest import ISOFLOP_TINY, ROOT, call
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from minigpt.commands import eval as eval_script
 from minigpt.commands import explain as explain_script
 from minigpt.commands import export as export_script
+from minigpt.commands import isoflop
 from minigpt.commands import prepare as prepare_script
 from minigpt.commands import sample as sample_script
 from minigpt.commands import train as train_script
@@ -62,6 +63,7 @@ PAGES = [
             "long-runs.md",
             "speedrun.md",
             "sweeps.md",
+            "scaling.md",
             "figures.md",
             "fundamentals.md",
         )
@@ -83,7 +85,7 @@ TINY = {
     "compile": "false",  # 6 s of compiling on a CPU (tests/test_step_path.py compiles)
 }
 # the 4-job grid: make test runs the README's 2-job sweep, the slow tests the grid
-SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "scaling", "n_layer=2,4 ")
+SLOW = ("python -m minigpt.fundamentals", "hydra/launcher=slurm", "minigpt isoflop", "n_layer=2,4 ")
 SKIPPED = ("make test", "make tensorboard", "source ", "curl ", "pytest ")
 # what lines that would download read here instead (the fixture writes these files): the
 # web corpus from docs.jsonl, GPT-2's tokenizer from a BPE of ours in GPT-2's files, GPT-2's
@@ -148,8 +150,6 @@ def tiny_args(args: list[str], cache_dir: Path, changed: list[str] | None = None
         out.append("trainer.max_steps=4")
     if "--cfg" in args:
         return out
-    if "experiment=scaling" in args:  # the study is its sizes: only the steps shrink
-        return out + [f"paths.cache_dir={cache_dir}"]
     extra = {
         k: v for k, v in TINY.items() if not ("," in given.get(k, "") or k == "trainer.devices")
     }
@@ -194,6 +194,9 @@ class Readme:
             self.vars[assignment[1]] = self.bash(assignment[2]).strip()
             return 0
         words = shlex.split(self.expand(line), comments=True)
+        if words[:2] == ["minigpt", "isoflop"]:
+            args = [*words[2:], *ISOFLOP_TINY, f"paths.cache_dir={self.cache_dir}"]
+            return isoflop.main(args)
         if words[0] == "minigpt":  # the console command: minigpt <command> = <command>.py
             words = ["python", f"{words[1]}.py", *words[2:]]
         if words[:2] == ["make", "train"]:  # the Makefile's recipe: $(PY) train.py $(ARGS)
@@ -335,9 +338,8 @@ def test_readme_slow_commands_run_as_written(readme, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_RECORD", str(readme.cwd / "sbatch.sh"))
     monkeypatch.setenv("FAKE_SLURM_DIR", str(readme.cwd / "slurm"))
     lines = [c for c in readme_commands() if any(s in c for s in SLOW)]
-    assert (
-        len(lines) == 6
-    )  # the proofs twice (model.md, fundamentals.md), SLURM, scaling (2), the grid
+    # the proofs twice (model.md, fundamentals.md), SLURM, the grid, the IsoFLOP study (3)
+    assert len(lines) == 7
     for line in lines:
         assert readme.run(line) == 0, line
 

@@ -302,6 +302,7 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     assert (sweep / "val_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~30 s; the README test runs an Optuna search in make test
 def test_an_optuna_search_survives_bad_trials_and_continues_from_its_study(tmp_path, cache_dir):
     """A trial whose loss diverges reports +inf; one that bad input stops (dropout 1.5) is
     recorded as failed; the search goes on (the seeded sampler draws both kinds). The study
@@ -599,6 +600,7 @@ def test_gpt2_124m_preset_composes_to_gpt2_smalls_shape(compose_train):
     assert cfg.global_batch_tokens == 2**19 and train_script.accumulation(cfg) == 8
 
 
+@pytest.mark.slow  # ~25 s; tests/test_distributed.py trains DDP in make test
 def test_ddp_on_cpu_with_two_processes(tmp_path, cache_dir, compose_train):
     """2 gloo processes x batch 4: each rank trains on batches of its own (StepBatches with its
     rank), rank 0 alone writes logs, metrics and checkpoints, and the run trains like 1

@@ -25,6 +25,7 @@ COMMANDS = {
     "export": ("minigpt.commands.export", "main"),
     "explain": ("minigpt.commands.explain", "main"),
     "sweep-report": ("minigpt.tools.sweep_report", "main"),
+    "isoflop": ("minigpt.commands.isoflop", "main"),
 }
 USAGE = f"usage: minigpt {{{'|'.join(COMMANDS)}}} [overrides or options]"
 

@@ -34,7 +34,7 @@ from minigpt.commands.console import (
 from minigpt.commands.option_types import OPEN_SECTIONS, check_option_types, compose_checked
 from minigpt.core.checkpoint import LATEST_SWEEP, load_checkpoint
 from minigpt.core.cpu_load import oversubscription
-from minigpt.core.model import GPT
+from minigpt.core.model import GPT, GPTConfig
 from minigpt.core.options import is_integer
 from minigpt.core.sampling import sample_texts, unencodable
 from minigpt.core.threads import set_cpu_threads
@@ -119,6 +119,23 @@ def accumulation(cfg: DictConfig) -> int:
     return tokens // per_batch
 
 
+def budget_steps(cfg: DictConfig, model_config: dict) -> int:
+    """The optimizer steps that cfg.flops_budget buys the model model_config describes: the
+    budget over (its training FLOPs per token x the tokens of an optimizer step), rounded
+    down."""
+    with torch.device("meta"):  # counted, never allocated
+        per_token = GPT(GPTConfig(**model_config)).flops_per_token()
+    tokens = cfg.data.batch_size * cfg.model.block_size * processes(cfg.trainer) * accumulation(cfg)
+    steps = int(cfg.flops_budget // (per_token * tokens))
+    if steps < 1:
+        raise ValueError(
+            f"flops_budget={cfg.flops_budget:g} buys no optimizer step: one costs "
+            f"{per_token * tokens:.3g} FLOPs ({per_token:,} a token x {tokens:,} tokens); raise "
+            "the budget or make the model or the batch smaller"
+        )
+    return steps
+
+
 def build(
     cfg: DictConfig, datamodule: L.LightningDataModule | None = None
 ) -> tuple[L.LightningDataModule, GPTLightningModule, L.Trainer]:
@@ -142,6 +159,10 @@ def build(
         datamodule = instantiate(cfg.data)
     datamodule.setup()
     tokenizer = datamodule.tokenizer
+    if cfg.get("flops_budget") is not None:  # before anything reads max_steps (the schedule)
+        cfg.trainer.max_steps = budget_steps(
+            cfg, model_config | {"vocab_size": datamodule.vocab_size}
+        )
     batch_tokens = cfg.data.batch_size * cfg.model.block_size
     module = GPTLightningModule(
         model=model_config | {"vocab_size": datamodule.vocab_size},

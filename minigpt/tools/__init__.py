@@ -1,1 +1,1 @@
-"""Tools for finished models and runs: Hugging Face exchange, sweep reports, scaling fits."""
+"""Tools for finished models and runs: Hugging Face exchange, sweep reports, IsoFLOP fits."""

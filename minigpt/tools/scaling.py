@@ -1,126 +1,312 @@
-"""A scaling study's report: final val/bpb against model size and training compute, and the
-power law L(N) = a·N^-α + c fitted to it (`python -m minigpt.tools.sweep_report <dir> --scaling`,
-after `python train.py experiment=scaling`).
+"""Compute-optimal model size from IsoFLOP profiles (Hoffmann et al. 2022, "approach 2").
 
-N is the non-embedding parameter count (Kaplan et al. 2020's convention); compute is the
-training FLOPs each run's metrics.json records (6·N_all + the attention term, per token, times
-the tokens seen). The fit: for each c on a grid below the smallest loss, log(L - c) against
-log N is a straight line (least squares gives a and α); the c whose line fits best wins.
+For each compute budget C, models of several sizes N are each trained on D = C / (FLOPs per
+token) tokens. Per budget, a parabola in ln N through the final losses has its minimum at
+N_opt(C) (and one in ln D at D_opt(C)); a least-squares line through ln N_opt against ln C
+gives the exponent a of N_opt ∝ C^a (b for D_opt). Confidence intervals: the whole fit
+redone on runs resampled with replacement within each budget (bootstrap).
+
+Chinchilla found a ≈ b ≈ 0.5 counting every parameter; Kaplan et al. 2020, counting
+non-embedding parameters at smaller scale, found N_opt ∝ C^0.73 (Pearce & Song 2024
+trace most of the gap to those two choices). Both counts are fitted here.
+
+`minigpt isoflop` (minigpt.commands.isoflop) trains the study; `isoflop_report` reads it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+CHINCHILLA = 0.5  # N_opt and D_opt ∝ C^0.5 (Hoffmann et al. 2022, approach 2: 0.49 and 0.51)
+KAPLAN = 0.73  # N_opt ∝ C^0.73, D_opt ∝ C^0.27 (Kaplan et al. 2020)
+SIZES = ("parameters", "non_embedding_parameters", "tokens")
+
 
 @dataclass
-class PowerLaw:
-    """L(N) = a·N^-alpha + c, and the root-mean-square residual of the fit (in L's units)."""
+class Minimum:
+    """A parabola's minimum: at exp(log_x), loss there; inside: within the sizes' range
+    (outside, it extrapolates); none when the parabola opens downward."""
 
-    a: float
-    alpha: float
-    c: float
-    rms: float
-
-    def __call__(self, n):
-        return self.a * np.power(n, -self.alpha) + self.c
+    log_x: float | None
+    loss: float | None
+    inside: bool
+    coefficients: tuple[float, float, float]
 
 
-def fit_power_law(n: list[float], loss: list[float], grid: int = 2000) -> PowerLaw:
-    """The least-squares power law with an offset through the points (n, loss)."""
-    n, loss = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
-    if len(n) < 3:
-        raise ValueError(f"a power law with an offset needs at least 3 runs, got {len(n)}")
-    best = None
-    for c in np.linspace(0.0, loss.min(), grid, endpoint=False):
-        slope, intercept = np.polyfit(np.log(n), np.log(loss - c), 1)
-        law = PowerLaw(math.exp(intercept), -slope, float(c), 0.0)
-        law.rms = float(np.sqrt(np.mean((law(n) - loss) ** 2)))
-        if best is None or law.rms < best.rms:
-            best = law
-    return best
+def parabola_minimum(x, loss) -> Minimum:
+    """The least-squares parabola through (ln x, loss), and where it is lowest."""
+    log_x, loss = np.log(np.asarray(x, dtype=float)), np.asarray(loss, dtype=float)
+    if len(np.unique(log_x)) < 3:
+        raise ValueError(f"a parabola needs 3 different sizes, got {len(np.unique(log_x))}")
+    c2, c1, c0 = np.polyfit(log_x, loss, 2)
+    if c2 <= 0:
+        return Minimum(None, None, False, (c2, c1, c0))
+    vertex = -c1 / (2 * c2)
+    low = c0 - c1 * c1 / (4 * c2)
+    return Minimum(vertex, low, bool(log_x.min() <= vertex <= log_x.max()), (c2, c1, c0))
 
 
-def scaling_rows(jobs: list[Path]) -> tuple[list[dict], dict[str, str]]:
-    """The finished jobs' size, compute and final val/bpb, smallest first; and the jobs left
-    out, each with why (interrupted, failed, diverged, still running or no metrics.json)."""
-    rows, left_out = [], {}
-    for job in jobs:
-        metrics_file = job / "metrics.json"
+def power_law(budgets, optima) -> tuple[float, float]:
+    """The least-squares line ln optimum = a ln C + k: (a, k)."""
+    a, k = np.polyfit(np.log(np.asarray(budgets, float)), np.log(np.asarray(optima, float)), 1)
+    return float(a), float(k)
+
+
+@dataclass
+class Exponent:
+    """optimum ∝ C^a from the minima per budget: a, k (ln of the constant), a's bootstrap
+    interval (95%) and how many resamples gave it (one where a parabola opens downward
+    gives none). minima: every budget's, those without a minimum (None) left out of the
+    line; a is None when fewer than 2 budgets have one."""
+
+    size: str
+    a: float | None
+    k: float | None
+    low: float
+    high: float
+    resamples: int
+    minima: dict[float, Minimum] = field(repr=False)
+
+    def optimum(self, budget: float) -> float:
+        return math.exp(self.k) * budget**self.a
+
+    @property
+    def fitted(self) -> dict[float, Minimum]:
+        """The budgets whose parabola has a minimum: the points of the line."""
+        return {c: m for c, m in self.minima.items() if m.log_x is not None}
+
+
+def fit_exponent(runs: list[dict], size: str, resamples: int = 2000, seed: int = 0) -> Exponent:
+    """Exponent a of optimum(C) ∝ C^a for runs' size key ('parameters', 'tokens', ...): a
+    parabola per budget (run['budget']) through run['loss'], a line through the minima;
+    the interval from refitting runs resampled within each budget."""
+    by_budget: dict[float, list[dict]] = {}
+    for run in runs:
+        by_budget.setdefault(run["budget"], []).append(run)
+    by_budget = {c: rs for c, rs in sorted(by_budget.items()) if len({r[size] for r in rs}) >= 3}
+    minima = {
+        c: parabola_minimum([r[size] for r in rs], [r["loss"] for r in rs])
+        for c, rs in by_budget.items()
+    }
+    budgets = [c for c, m in minima.items() if m.log_x is not None]
+    if len(budgets) < 2:
+        return Exponent(size, None, None, math.nan, math.nan, 0, minima)
+    a, k = power_law(budgets, [math.exp(minima[c].log_x) for c in budgets])
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(resamples):
+        optima = []
+        for c in budgets:
+            rs = by_budget[c]
+            for _ in range(100):  # a resample needs 3 different sizes for its parabola
+                pick = [rs[i] for i in rng.integers(0, len(rs), len(rs))]
+                if len({r[size] for r in pick}) >= 3:
+                    break
+            else:
+                pick = rs
+            m = parabola_minimum([r[size] for r in pick], [r["loss"] for r in pick])
+            if m.log_x is None:
+                break
+            optima.append(math.exp(m.log_x))
+        else:
+            samples.append(power_law(budgets, optima)[0])
+    low, high = np.percentile(samples, [2.5, 97.5]) if samples else (math.nan, math.nan)
+    return Exponent(size, a, k, float(low), float(high), len(samples), minima)
+
+
+def study_runs(study_dir: Path) -> tuple[list[dict], dict[str, str], dict]:
+    """The study's finished runs (budget, width, sizes, loss), the planned jobs that did not
+    finish (job -> why), and the plan (plan.json, which `minigpt isoflop` writes)."""
+    plan_file = study_dir / "plan.json"
+    if not plan_file.is_file():
+        raise FileNotFoundError(f"{plan_file} not found: is {study_dir} a `minigpt isoflop` study?")
+    plan = json.loads(plan_file.read_text())
+    runs, left_out = [], {}
+    for job in plan["jobs"]:
+        metrics_file = study_dir / job["name"] / "metrics.json"
         if not metrics_file.is_file():
-            left_out[job.name] = "no metrics.json: still running, or killed"
+            left_out[job["name"]] = "no metrics.json: not run, still running, or killed"
             continue
         metrics = json.loads(metrics_file.read_text())
-        if metrics.get("status") != "done" or metrics.get("final_val_bpb") is None:
+        if metrics.get("status") != "done" or metrics.get("final_val_loss") is None:
             status = metrics.get("status", "unknown")
-            left_out[job.name] = status if status != "done" else "done without a validation"
+            why = metrics.get("error") or (status if status != "done" else "done without a val")
+            left_out[job["name"]] = why
             continue
-        rows.append(
-            {
-                "job": metrics_file.parent.name,
-                "n": metrics["non_embedding_parameters"],
+        runs.append(
+            job
+            | {
+                "parameters": metrics["parameters"],
+                "non_embedding_parameters": metrics["non_embedding_parameters"],
+                "tokens": metrics["tokens_seen"],
                 "flops": metrics["training_flops"],
-                "bpb": metrics["final_val_bpb"],
                 "loss": metrics["final_val_loss"],
+                "bpb": metrics["final_val_bpb"],
+                "wall_s": metrics["wall_time_s"],
             }
         )
-    return sorted(rows, key=lambda r: r["n"]), left_out
+    return runs, left_out, plan
 
 
-def scaling_report(sweep_dir: Path, jobs: list[Path]) -> tuple[PowerLaw, dict[str, str]]:
-    """Fits the law to the sweep's jobs, writes scaling.png (log-log: val/bpb against N and
-    against FLOPs) and scaling.md into sweep_dir; returns the law and the jobs left out of
-    it, with why."""
-    rows, left_out = scaling_rows(jobs)
-    law = fit_power_law([r["n"] for r in rows], [r["bpb"] for r in rows])
+@dataclass
+class Study:
+    """A study's fits: exponents by size key; the runs, the lr check's, the jobs left out."""
+
+    exponents: dict[str, Exponent]
+    runs: list[dict]
+    lr_runs: list[dict]
+    left_out: dict[str, str]
+
+
+def isoflop_report(study_dir: Path, resamples: int = 2000) -> Study:
+    """Fits the study in study_dir; writes isoflop.md (runs, minima, exponents, what was left
+    out) and isoflop.png (IsoFLOP curves; N_opt and D_opt against C beside Chinchilla's and
+    Kaplan's exponents) into it."""
+    runs, left_out, plan = study_runs(study_dir)
+    study_runs_only = [r for r in runs if r.get("lr_scale", 1.0) == 1.0]
+    lr_runs = [r for r in runs if r.get("lr_scale", 1.0) != 1.0]
+    exponents = {s: fit_exponent(study_runs_only, s, resamples) for s in SIZES}
+    study = Study(exponents, study_runs_only, lr_runs, left_out)
+    plot_study(study, study_dir / "isoflop.png")
+    (study_dir / "isoflop.md").write_text(report_text(study, plan, study_dir))
+    return study
+
+
+def report_text(study: Study, plan: dict, study_dir: Path) -> str:
+    n, n_core, d = (study.exponents[s] for s in SIZES)
+
+    def row(what: str, fit: Exponent, chinchilla, kaplan) -> str:
+        if fit.a is None:
+            none = "none: fewer than 2 budgets have a minimum"
+            return f"| {what} | {none} | | | {chinchilla} | {kaplan} |"
+        return (
+            f"| {what} | {fit.a:.3f} | {fit.low:.3f} to {fit.high:.3f} | {fit.resamples} "
+            f"| {chinchilla} | {kaplan} |"
+        )
+
+    lines = [
+        f"# IsoFLOP study {study_dir}",
+        "",
+        f"{plan['description']}",
+        "",
+        "| size | exponent (optimum ∝ C^a) | 95% interval | resamples | Chinchilla | Kaplan |",
+        "| --- | --- | --- | --- | --- | --- |",
+        row("N_opt, every parameter", n, CHINCHILLA, ""),
+        row("N_opt, non-embedding parameters", n_core, "", KAPLAN),
+        row("D_opt, tokens", d, CHINCHILLA, f"{1 - KAPLAN:.2f}"),
+        "",
+        "| budget C (FLOPs) | N_opt | D_opt | D_opt / N_opt | loss there | minimum |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for c, m in n.minima.items():
+        md = d.minima[c]
+        if m.log_x is None or md.log_x is None:
+            lines.append(f"| {c:.3g} | | | | | none: the loss does not dip (not in the line) |")
+            continue
+        n_opt, d_opt = math.exp(m.log_x), math.exp(md.log_x)
+        where = "inside the sizes" if m.inside else "OUTSIDE the sizes (extrapolated)"
+        lines.append(
+            f"| {c:.3g} | {n_opt:,.0f} | {d_opt:,.0f} | {d_opt / n_opt:.1f} | {m.loss:.4f} "
+            f"| {where} |"
+        )
+    lines += [
+        "",
+        "| job | budget | batch | width | parameters | non-embedding | tokens | steps "
+        "| training FLOPs | val loss | val bpb | wall s |",
+        "|" + " --- |" * 12,
+    ]
+    for r in sorted(study.runs + study.lr_runs, key=lambda r: (r["budget"], r["width"])):
+        lines.append(
+            f"| {r['name']} | {r['budget']:.3g} | {r['batch']} | {r['width']} "
+            f"| {r['parameters']:,} | {r['non_embedding_parameters']:,} | {r['tokens']:,} "
+            f"| {r['steps']} "
+            f"| {r['flops']:.3g} | {r['loss']:.4f} | {r['bpb']:.4f} | {r['wall_s']:.0f} |"
+        )
+    if study.lr_runs:
+        lines += ["", "Learning-rate check (both learning rates scaled; val loss):", ""]
+        lines += ["| budget | width | " + " | ".join(f"×{s:g}" for s in lr_scales(study)) + " |"]
+        lines += ["|" + " --- |" * (2 + len(lr_scales(study)))]
+        for (c, w), losses in lr_table(study).items():
+            cells = [f"{losses[s]:.4f}" if s in losses else "" for s in lr_scales(study)]
+            lines.append(f"| {c:.3g} | {w} | " + " | ".join(cells) + " |")
+    total = len(study.runs) + len(study.lr_runs) + len(study.left_out)
+    if study.left_out:
+        lines += ["", f"Not finished, so not in the fits ({len(study.left_out)} of {total} jobs):"]
+        lines += [f"- {job}: {why}" for job, why in study.left_out.items()]
+    return "\n".join(lines) + "\n"
+
+
+def lr_scales(study: Study) -> list[float]:
+    return sorted({r["lr_scale"] for r in study.lr_runs} | {1.0})
+
+
+def lr_table(study: Study) -> dict[tuple[float, int], dict[float, float]]:
+    """(budget, width) -> {lr scale: val loss} for the sizes the learning-rate check ran."""
+    table: dict[tuple[float, int], dict[float, float]] = {}
+    for r in study.lr_runs:
+        table.setdefault((r["budget"], r["width"]), {})[r["lr_scale"]] = r["loss"]
+    for r in study.runs:
+        if (r["budget"], r["width"]) in table:
+            table[(r["budget"], r["width"])][1.0] = r["loss"]
+    return table
+
+
+def plot_study(study: Study, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, (by_size, by_compute) = plt.subplots(1, 2, figsize=(10, 4))
-    n = np.array([r["n"] for r in rows], dtype=float)
-    smooth = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
-    by_size.loglog(n, [r["bpb"] for r in rows], "o", label="runs")
-    label = f"{law.a:.3g}·N^-{law.alpha:.3f} + {law.c:.3f}"
-    by_size.loglog(smooth, law(smooth), "-", label=label)
-    by_size.set_xlabel("non-embedding parameters N")
-    by_size.set_ylabel("final val/bpb")
-    by_size.legend(fontsize=8)
-    by_compute.loglog([r["flops"] for r in rows], [r["bpb"] for r in rows], "o")
-    for r in rows:
-        by_compute.annotate(f"{r['n'] / 1e3:.0f}K", (r["flops"], r["bpb"]), fontsize=7)
-    by_compute.set_xlabel("training FLOPs")
-    by_compute.set_ylabel("final val/bpb")
-    for ax in (by_size, by_compute):  # plain numbers on the loss axis, not 3×10^0
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # they overlap
-    fig.suptitle(f"{sweep_dir}: α = {law.alpha:.3f}, rms residual {law.rms:.4f} bpb", fontsize=9)
+    n, d = study.exponents["parameters"], study.exponents["tokens"]
+    fig, (curves, optima) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (c, m) in enumerate(n.minima.items()):
+        color = colors[i % len(colors)]
+        rs = sorted((r for r in study.runs if r["budget"] == c), key=lambda r: r["parameters"])
+        x = np.array([r["parameters"] for r in rs], float)
+        curves.semilogx(x, [r["loss"] for r in rs], "o", color=color, label=f"C = {c:.2g}")
+        smooth = np.geomspace(x.min(), x.max(), 100)
+        curves.semilogx(smooth, np.polyval(m.coefficients, np.log(smooth)), "-", color=color)
+        if m.log_x is not None:
+            curves.semilogx(math.exp(m.log_x), m.loss, "*", color=color, markersize=14)
+    curves.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # they overlap
+    curves.set_xlabel("parameters N")
+    curves.set_ylabel("final val loss (nats per token)")
+    curves.set_title("IsoFLOP curves (★: the parabola's minimum)", fontsize=10)
+    curves.legend(fontsize=8)
+    for fit, name, color, kaplan in (
+        (n, "N_opt", colors[0], KAPLAN),
+        (d, "D_opt", colors[1], 1 - KAPLAN),
+    ):
+        if fit.a is None:
+            continue
+        budgets = np.array(list(fit.fitted), float)
+        line = np.geomspace(budgets.min() / 1.5, budgets.max() * 1.5, 50)
+        middle = math.exp(np.log(budgets).mean())
+        points = [math.exp(m.log_x) for m in fit.fitted.values()]
+        optima.loglog(budgets, points, "o", color=color)
+        label = f"{name} ∝ C^{fit.a:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
+        optima.loglog(line, [fit.optimum(c) for c in line], "-", color=color, label=label)
+        anchor = fit.optimum(middle)  # the published exponents through the middle budget
+        for exponent, style, who in ((CHINCHILLA, "--", "Chinchilla"), (kaplan, ":", "Kaplan")):
+            optima.loglog(
+                line,
+                anchor * (line / middle) ** exponent,
+                style,
+                color=color,
+                alpha=0.6,
+                label=f"{who} {exponent:.2f}",
+            )
+    optima.set_xlabel("training FLOPs C")
+    optima.set_ylabel("N_opt (parameters), D_opt (tokens)")
+    optima.set_title("compute-optimal size and tokens", fontsize=10)
+    optima.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(sweep_dir / "scaling.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    lines = [
-        f"# Scaling {sweep_dir}",
-        "",
-        f"L(N) = {law.a:.4g} · N^-{law.alpha:.4f} + {law.c:.4f} (val/bpb; N: non-embedding "
-        f"parameters); rms residual {law.rms:.4f}",
-        "",
-        "| job | N | training FLOPs | final val/bpb | fit |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r['job']} | {r['n']:,} | {r['flops']:.3g} | {r['bpb']:.4f} | {law(r['n']):.4f} |"
-        for r in rows
-    ]
-    if left_out:
-        lines += ["", f"Left out of the fit ({len(left_out)} of {len(rows) + len(left_out)} jobs):"]
-        lines += [f"- job {job}: {why}" for job, why in left_out.items()]
-    (sweep_dir / "scaling.md").write_text("\n".join(lines) + "\n")
-    return law, left_out

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import yaml
 
-from minigpt.tools.scaling import scaling_report
-
 COLUMNS = [
     "job",
     "status",
@@ -132,28 +130,14 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (outputs/<date>/<time>)")
-    parser.add_argument(
-        "--scaling",
-        action="store_true",
-        help="also fit L(N) = a N^-alpha + c to final val/bpb: scaling.png, scaling.md",
-    )
     args = parser.parse_args(argv)
     try:
         rows = write_report(args.sweep_dir)
-        law, left_out = (None, {})
-        if args.scaling:
-            law, left_out = scaling_report(args.sweep_dir, job_dirs(args.sweep_dir))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((args.sweep_dir / "report.md").read_text())
     print(f"{len(rows)} jobs; wrote report.md, report.csv, val_curves.png in {args.sweep_dir}")
-    if law is not None:
-        print((args.sweep_dir / "scaling.md").read_text())
-        print(f"alpha = {law.alpha:.4f}, rms residual {law.rms:.4f} bpb (scaling.png, scaling.md)")
-        if left_out:
-            why = "; ".join(f"job {job}: {reason}" for job, reason in left_out.items())
-            print(f"warning: {len(left_out)} job(s) left out of the fit: {why}")
     return 0
 
 

@@ -3,6 +3,8 @@ numeric options of the wrong type or range, and a GPU asked for where there is n
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,6 +55,9 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not is_number(value) or value < low:
             raise ValueError(f"{key}={value!r} must be a number >= {low}")
+    budget = option(cfg, "flops_budget")
+    if budget not in (None, _ABSENT) and not (is_number(budget) and 0 < budget < math.inf):
+        raise ValueError(f"flops_budget={budget!r} must be a positive number of FLOPs, or null")
     limit = option(cfg, "trainer.limit_val_batches")
     if not is_number(limit) or limit < 0:
         raise ValueError(

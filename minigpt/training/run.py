@@ -294,6 +294,7 @@ ADDED_OPTIONS = {
     "optimizer.ns_dtype": "bfloat16",
     "global_batch_tokens": None,
     "model.vocab_multiple": 1,
+    "flops_budget": None,
 }
 
 
@@ -324,7 +325,7 @@ def check_resume(ckpt_path: Path, source: dict) -> None:
         raise ValueError(f"{ckpt_path} holds no run record: it cannot be resumed")
     check_resume_config(saved["config"], source, ckpt_path)
     steps = [flatten(c).get("trainer.max_steps") for c in (saved["config"], source)]
-    if steps[0] != steps[1]:
+    if steps[0] != steps[1] and source.get("flops_budget") is None:  # else: the budget's
         log.info(
             f"extending the run from trainer.max_steps={steps[0]} to {steps[1]}: the learning "
             "rate must continue where it is (a decayed one is not warmed up again)"
