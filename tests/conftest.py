@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
+
+from minigpt.commands import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # `minigpt isoflop` at tiny sizes: three budgets of three widths (given after a page's own
@@ -81,11 +81,4 @@ def run(script: str, *args: str, cwd: Path, pythonpath: Path | None = None, env=
 def call(entry, argv: list[str]) -> int:
     """Runs a command-line entry point in this process (as sys.argv would be); its exit
     status."""
-    GlobalHydra.instance().clear()
-    HydraConfig.instance().cfg = None  # an earlier in-process sweep's mode is not this one's
-    sys.argv = argv
-    try:
-        result = entry()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    return result if isinstance(result, int) else 0
+    return run_in_process(entry, argv)

@@ -44,6 +44,22 @@ def run_command(function) -> None:
         sys.exit(result)
 
 
+def run_in_process(entry, argv: list[str]) -> int:
+    """Runs a command's entry function in this process as `argv` would start it (Hydra's
+    global state of an earlier run cleared); its exit status."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None  # an earlier in-process sweep's mode is not this one's
+    sys.argv = argv
+    try:
+        result = entry()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return result if isinstance(result, int) else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `minigpt` console command: runs one command with the rest of the arguments,
     importing only that command's module. The command sees itself as its module's script

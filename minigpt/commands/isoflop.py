@@ -24,11 +24,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from minigpt.commands import CONFIG_DIR
+from minigpt.commands import CONFIG_DIR, run_in_process
 from minigpt.commands import train as train_command
 from minigpt.core.model import GPT, GPTConfig
 from minigpt.tools.scaling import isoflop_report
@@ -128,13 +127,13 @@ def plan(args: argparse.Namespace, cfg: DictConfig, overrides: list[str]) -> dic
             max(0, widths.index(centre) - args.per_budget // 2), len(widths) - args.per_budget
         )
         for width in widths[first : first + args.per_budget]:
-            jobs.append(job(cfg, budget, batch_of[budget], configs[width], sizes[width], 1.0))
+            jobs.append(job(cfg, budget, batch_of[budget], configs[width], sizes[width][0], 1.0))
     if args.lr_check:  # at the middle budget (the lower of two middles)
         budget = sorted(args.budgets)[(len(args.budgets) - 1) // 2]
         window = [j["width"] for j in jobs if j["budget"] == budget]
         for width in (window[0], window[-1]):
             jobs += [
-                job(cfg, budget, batch_of[budget], configs[width], sizes[width], s)
+                job(cfg, budget, batch_of[budget], configs[width], sizes[width][0], s)
                 for s in LR_SCALES
             ]
     model = cfg.model
@@ -153,14 +152,12 @@ def plan(args: argparse.Namespace, cfg: DictConfig, overrides: list[str]) -> dic
 
 
 def job(
-    cfg: DictConfig, budget: float, batch: int, model: dict, size: tuple[int, int], lr_scale: float
+    cfg: DictConfig, budget: float, batch: int, model: dict, parameters: int, lr_scale: float
 ) -> dict:
     """One run of the study: its name, budget, batch, width, learning-rate scale, size and
     the steps (and so FLOPs) the budget buys it, as train.py's flops_budget counts them."""
-    parameters, per_token = size
     cfg.flops_budget, cfg.data.batch_size = budget, batch
-    steps = train_command.budget_steps(cfg, model)
-    tokens = cfg.data.batch_size * cfg.model.block_size * train_command.accumulation(cfg)
+    steps, step_flops = train_command.budget_steps(cfg, model)
     name = f"C{budget:.3g}_w{model['n_embd']}" + (f"_lr{lr_scale:g}" if lr_scale != 1.0 else "")
     return {
         "name": name.replace("+", ""),
@@ -171,7 +168,7 @@ def job(
         "lr_scale": lr_scale,
         "planned_parameters": parameters,
         "steps": steps,
-        "job_flops": steps * tokens * per_token,
+        "job_flops": steps * step_flops,
     }
 
 
@@ -206,19 +203,6 @@ def finished(run_dir: Path) -> bool:
     return metrics.is_file() and json.loads(metrics.read_text()).get("status") == "done"
 
 
-def train_in_process(argv: list[str]) -> int:
-    """train.py with argv, in this process (torch and Lightning imported once for the
-    study); its exit status."""
-    GlobalHydra.instance().clear()
-    HydraConfig.instance().cfg = None
-    sys.argv = [str(Path(CONFIG_DIR).parent / "train.py"), *argv]
-    try:
-        train_command.cli()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    return 0
-
-
 def run_study(study_dir: Path, study: dict, cfg: DictConfig) -> None:
     jobs = study["jobs"]
     total = sum(j["job_flops"] for j in jobs)
@@ -238,7 +222,11 @@ def run_study(study_dir: Path, study: dict, cfg: DictConfig) -> None:
         )
         if run_dir.exists():  # unfinished: trained again from the start
             shutil.rmtree(run_dir)
-        status = train_in_process(job_overrides(cfg, job_, study["overrides"], run_dir))
+        argv = [
+            str(Path(CONFIG_DIR).parent / "train.py"),
+            *job_overrides(cfg, job_, study["overrides"], run_dir),
+        ]
+        status = run_in_process(train_command.cli, argv)  # torch and Lightning imported once
         if status in (130, 143):  # Ctrl-C or SIGTERM: the study stops here
             sys.exit(status)
         if status != 0 or not finished(run_dir):

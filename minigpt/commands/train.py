@@ -119,10 +119,10 @@ def accumulation(cfg: DictConfig) -> int:
     return tokens // per_batch
 
 
-def budget_steps(cfg: DictConfig, model_config: dict) -> int:
-    """The optimizer steps that cfg.flops_budget buys the model model_config describes: the
-    budget over (its training FLOPs per token x the tokens of an optimizer step), rounded
-    down."""
+def budget_steps(cfg: DictConfig, model_config: dict) -> tuple[int, int]:
+    """The optimizer steps that cfg.flops_budget buys the model model_config describes (the
+    budget over the FLOPs of a step, rounded down), and the FLOPs of a step (its training
+    FLOPs per token x the tokens of an optimizer step on all processes)."""
     with torch.device("meta"):  # counted, never allocated
         per_token = GPT(GPTConfig(**model_config)).flops_per_token()
     tokens = cfg.data.batch_size * cfg.model.block_size * processes(cfg.trainer) * accumulation(cfg)
@@ -133,7 +133,7 @@ def budget_steps(cfg: DictConfig, model_config: dict) -> int:
             f"{per_token * tokens:.3g} FLOPs ({per_token:,} a token x {tokens:,} tokens); raise "
             "the budget or make the model or the batch smaller"
         )
-    return steps
+    return steps, per_token * tokens
 
 
 def build(
@@ -160,7 +160,7 @@ def build(
     datamodule.setup()
     tokenizer = datamodule.tokenizer
     if cfg.get("flops_budget") is not None:  # before anything reads max_steps (the schedule)
-        cfg.trainer.max_steps = budget_steps(
+        cfg.trainer.max_steps, _ = budget_steps(
             cfg, model_config | {"vocab_size": datamodule.vocab_size}
         )
     batch_tokens = cfg.data.batch_size * cfg.model.block_size
