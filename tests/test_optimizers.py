@@ -150,3 +150,88 @@ def test_bfloat16_instructions_are_read_from_the_cpu_flags(monkeypatch, tmp_path
         precision.cpu_has_bf16.cache_clear()
         assert precision.cpu_has_bf16() == has, line
     precision.cpu_has_bf16.cache_clear()
+
+
+def spread_update(shape, seed: int = 0) -> torch.Tensor:
+    """A matrix whose singular values span 1e-3 to 1 (a gradient's are far from equal)."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=generator))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=generator))
+    k = min(shape)
+    singular = torch.logspace(-3, 0, k, dtype=torch.float64).float()
+    return u[:, :k] @ torch.diag(singular) @ v[:, :k].T
+
+
+@pytest.mark.parametrize("shape", [(64, 16), (16, 64), (32, 32)])
+def test_polar_express_orthogonalizes_closer_than_jordans_quintic(shape):
+    from minigpt.training.optimizers import POLAR_EXPRESS, newton_schulz
+
+    update = spread_update(shape)
+    jordan = newton_schulz(update, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32)
+    polar = newton_schulz(update, POLAR_EXPRESS, 5, 1e-7, torch.float32)
+    jordan_singular, polar_singular = torch.linalg.svdvals(jordan), torch.linalg.svdvals(polar)
+    # measured: Jordan's 0.29-0.37 to 1.16-1.19, Polar Express's 0.55-0.69 to 1.14
+    assert jordan_singular.min() < 0.4 and polar_singular.min() > 0.5
+    assert (polar_singular - 1).abs().max() < 0.7 * (jordan_singular - 1).abs().max()
+    # both approach U V^T, the orthogonal factor; Polar Express the closer
+    u, _, vt = torch.linalg.svd(update, full_matrices=False)
+    assert (polar - u @ vt).norm() < 0.6 * (jordan - u @ vt).norm()
+
+
+def test_polar_express_steps_the_optimizer_and_bad_options_are_refused():
+    models = {}
+    for method in ("jordan", "polar_express"):
+        models[method] = tiny_model()
+        optimizer = MuonWithAdamW(models[method].param_groups(), ns_method=method, **SETTINGS)
+        train(models[method], [optimizer], steps=2)
+    jordan, polar = (models[m].blocks[0].mlp.c_fc.weight for m in ("jordan", "polar_express"))
+    assert not torch.equal(jordan, polar)
+    bad = [
+        (dict(ns_method="svd"), "optimizer.ns_method='svd' is not one of jordan, polar_express"),
+        (dict(ns_method="polar_express", ns_steps=6), "optimizer.ns_steps=6: Polar Express"),
+        (dict(momentum_warmup_steps=-1), "optimizer.momentum_warmup_steps=-1 must be"),
+        (dict(momentum_warmup_steps=1.5), "optimizer.momentum_warmup_steps=1.5 must be"),
+        (dict(momentum_start=1.0), r"optimizer.momentum_start=1.0 must be in \[0, 1\)"),
+    ]
+    for options, message in bad:
+        with pytest.raises(ValueError, match=message):
+            MuonWithAdamW(tiny_model().param_groups(), **(SETTINGS | options))
+
+
+def test_momentum_warms_up_linearly_and_resumes_mid_warm_up(tmp_path):
+    """momentum_warmup_steps=4 from 0.5 to 0.95: steps 0..4 use 0.5, 0.6125, 0.725, 0.8375,
+    0.95, then 0.95: torch's Muon given those momenta by hand, to the bit."""
+    warm = dict(momentum_warmup_steps=4, momentum_start=0.5)
+    model, reference = tiny_model(), tiny_model()
+    optimizer = MuonWithAdamW(model.param_groups(), **(SETTINGS | warm))
+    hidden, *others = reference.param_groups()
+    muon = torch.optim.Muon([hidden], lr=0.05, momentum=0.5, weight_decay=0.0)
+    adamw = torch.optim.AdamW(others, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    for step in range(6):
+        muon.param_groups[0]["momentum"] = 0.5 + min(step / 4, 1.0) * (0.95 - 0.5)
+        train(model, [optimizer], steps=1, seed=step)
+        train(reference, [muon, adamw], steps=1, seed=step)
+        if step == 1:  # saved and restored mid-warm-up: the count comes back with the state
+            torch.save(optimizer.state_dict(), tmp_path / "state")
+            again = MuonWithAdamW(model.param_groups(), **(SETTINGS | warm))
+            again.load_state_dict(torch.load(tmp_path / "state", weights_only=True))
+            optimizer = again
+    for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_polar_express_applies_its_quintic_of_each_step_to_every_singular_value():
+    """A matrix with equal singular values: each step maps s to a s + b s^3 + c s^5 with
+    that step's coefficients, starting from s = 1 / (1.02 x the Frobenius norm)."""
+    from minigpt.training.optimizers import POLAR_EXPRESS, newton_schulz
+
+    generator = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator, dtype=torch.float64))
+    update = 3.0 * q[:, :4]  # 8 x 4, every singular value 3
+    s = 3.0 / (1.02 * update.norm().item())
+    for steps in (1, 3, 5):
+        expected = s
+        for a, b, c in POLAR_EXPRESS[:steps]:
+            expected = a * expected + b * expected**3 + c * expected**5
+        result = newton_schulz(update, POLAR_EXPRESS, steps, 1e-7, torch.float64)
+        torch.testing.assert_close(result, expected * q[:, :4])

@@ -184,3 +184,21 @@ def test_cache_is_not_part_of_the_state_dict_and_needs_enabling():
     assert model.cache_length == 0
     with pytest.raises(ValueError, match="keep=16 must be in"):
         generate(model, torch.tensor([[1]]), 3, keep=16)
+
+
+@pytest.mark.parametrize("shortcut", ["value_embeddings", "smear", "x0_skip"])
+def test_cached_logits_equal_full_recomputation_with_the_shortcuts(shortcut):
+    model = random_gpt(pos_encoding="rope", **{shortcut: True})
+    reference = copy.deepcopy(model)
+    tokens = torch.randint(0, 13, (3, 16), generator=torch.Generator().manual_seed(5))
+    prompt = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        model.enable_kv_cache(batch_size=3)
+        model(tokens[:, :4])
+        for t in range(4, 16):
+            cached, _ = model(tokens[:, t : t + 1])
+            full, _ = reference(tokens[:, : t + 1])
+            torch.testing.assert_close(cached[:, -1], full[:, -1], atol=1e-5, rtol=0)
+        model.disable_kv_cache()
+    cached = generate(model, prompt, 40, temperature=0)  # past block_size: restarts
+    assert torch.equal(cached, generate(model, prompt, 40, temperature=0, use_kv_cache=False))

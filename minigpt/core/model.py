@@ -145,6 +145,8 @@ class CausalSelfAttention(nn.Module):
         self.explicit = config.attention == "explicit"
         self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        if config.value_embeddings:  # the weights of v and of the layer's value embedding
+            self.value_mix = nn.Parameter(torch.tensor([0.5, 0.5]))
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -157,11 +159,15 @@ class CausalSelfAttention(nn.Module):
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, rotation=None) -> torch.Tensor:  # (B, T, C) -> same
-        """rotation: the rotary (cos, sin) tables of x's positions, or None."""
+    def forward(self, x: torch.Tensor, rotation=None, value_embedding=None) -> torch.Tensor:
+        """x (B, T, C) -> same. rotation: the rotary (cos, sin) tables of x's positions, or
+        None; value_embedding: (B, T, C), this layer's embedding of x's tokens, mixed into
+        the values (`value_embeddings`), or None."""
         B, T, C = x.size()
         hs = C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        if value_embedding is not None:
+            v = self.value_mix[0] * v + self.value_mix[1] * value_embedding
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -268,12 +274,38 @@ class Block(nn.Module):
         self.ln_2 = NORMS[config.norm](config)
         self.mlp = FEED_FORWARDS[config.activation](config)
 
-    def forward(self, x: torch.Tensor, rotation=None) -> torch.Tensor:  # (B, T, C) -> same
+    def forward(self, x: torch.Tensor, rotation=None, value_embedding=None) -> torch.Tensor:
+        """x (B, T, C) -> same; rotation and value_embedding: CausalSelfAttention's."""
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), rotation)
+            x = x + self.attn(self.ln_1(x), rotation, value_embedding)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, rotation))
+        x = self.ln_1(x + self.attn(x, rotation, value_embedding))
         return self.ln_2(x + self.mlp(x))
+
+
+# ---------------------------------------------------------------------------- shortcuts
+
+
+class Smear(nn.Module):
+    """Each token's embedding takes a gated share of the previous token's (modded-nanogpt's
+    "smear", a 1-token look-back before any attention):
+    x_t += scale * sigmoid(w . x_t[:12]) * x_{t-1}. scale starts at 0: no change at step 0."""
+
+    GATE_CHANNELS = 12
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.channels = min(self.GATE_CHANNELS, config.n_embd)
+        self.gate = nn.Linear(self.channels, 1, bias=False)
+        self.scale = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) -> same. previous: (B, 1, C), the embedding of the token before x's
+        first (generation with the KV cache), or None: x's first token has none."""
+        share = self.scale * torch.sigmoid(self.gate(x[..., : self.channels]))  # (B, T, 1)
+        if previous is not None:
+            return x + share * torch.cat((previous, x[:, :-1]), dim=1)
+        return torch.cat((x[:, :1], x[:, 1:] + share[:, 1:] * x[:, :-1]), dim=1)
 
 
 # ---------------------------------------------------------------------------- config
@@ -307,6 +339,12 @@ class GPTConfig:
     # the identity at step 0 (else GPT-2's 0.02 / sqrt(2 n_layer))
     zero_init_proj: bool = False
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap), within (-cap, cap)
+    # modded-nanogpt's shortcuts: each layer's own embedding of the tokens mixed into the
+    # attention values; each token's embedding plus a gated share of the previous one's;
+    # each block's input a learned mix of the residual stream and the embeddings (x0)
+    value_embeddings: bool = False
+    smear: bool = False
+    x0_skip: bool = False
     # in training, keep only each block's input and recompute its activations in the
     # backward pass: less memory for about one more forward pass of compute
     activation_checkpointing: bool = False
@@ -374,6 +412,15 @@ class GPT(nn.Module):
         self.positions = POSITIONS[config.pos_encoding](config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        if config.value_embeddings:
+            self.value_embeddings = nn.ModuleList(
+                nn.Embedding(config.padded_vocab_size, config.n_embd) for _ in self.blocks
+            )
+        if config.smear:
+            self.smear = Smear(config)
+        if config.x0_skip:  # block i's input: residual_scales[i] * x + x0_scales[i] * x0
+            self.residual_scales = nn.Parameter(torch.ones(config.n_layer))
+            self.x0_scales = nn.Parameter(torch.zeros(config.n_layer))
         # post-norm blocks already end in a norm; pre-norm ones need one before the head
         self.ln_f = NORMS[config.norm](config) if config.norm_placement == "pre" else nn.Identity()
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
@@ -388,6 +435,9 @@ class GPT(nn.Module):
                     nn.init.zeros_(param)
                 else:
                     nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.smear:  # the gate starts at 1/2 for every token (its scale at 0)
+            nn.init.zeros_(self.smear.gate.weight)
+        self.smear_previous: torch.Tensor | None = None  # generation: the last embedding fed
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -406,18 +456,20 @@ class GPT(nn.Module):
         if embeddings:
             return total
         tables = [self.wte.weight] + list(getattr(self.positions, "wpe", nn.Module()).parameters())
+        tables += list(getattr(self, "value_embeddings", nn.Module()).parameters())
         return total - sum(t.numel() for t in tables)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward and backward) at full context: 6 N for the
         matrix products of N parameters plus 12 L H Q T for attention (PaLM, appendix B; L
         layers, H heads, Q head size, T block_size). Tables that are looked up, not
-        multiplied (position embeddings; the token embedding when the head is untied), are
-        not in N; a tied token embedding is, once, as the head."""
+        multiplied (position and value embeddings; the token embedding when the head is
+        untied), are not in N; a tied token embedding is, once, as the head."""
         c = self.config
         n = self.num_parameters()
         if isinstance(self.positions, LearnedPositions):
             n -= self.positions.wpe.weight.numel()
+        n -= sum(p.numel() for p in getattr(self, "value_embeddings", nn.Module()).parameters())
         if not c.tie_weights:
             n -= self.wte.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * c.block_size
@@ -437,14 +489,24 @@ class GPT(nn.Module):
                 f"positions up to {start + T} exceed block_size={self.config.block_size}: "
                 "crop the input to the last block_size tokens"
             )
-        x = self.drop(self.positions(self.wte(idx), start))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        if self.config.smear:
+            caching = self.blocks[0].attn.kv_cache is not None
+            x_embedded = x
+            x = self.smear(x, self.smear_previous if caching and start > 0 else None)
+            self.smear_previous = x_embedded[:, -1:].detach() if caching else None
+        x = x0 = self.drop(self.positions(x, start))  # (B, T, C)
         rotation = self.positions.rotation(start, T)  # (cos, sin), (T, hs) each, or None
         recompute = self.config.activation_checkpointing and self.training
-        for block in self.blocks:
+        value_tables = self.value_embeddings if self.config.value_embeddings else None
+        for i, block in enumerate(self.blocks):
+            if self.config.x0_skip:
+                x = self.residual_scales[i] * x + self.x0_scales[i] * x0
+            value_embedding = value_tables[i](idx) if value_tables is not None else None
             if recompute:
-                x = checkpoint(block, x, rotation, use_reentrant=False)
+                x = checkpoint(block, x, rotation, value_embedding, use_reentrant=False)
             else:
-                x = block(x, rotation)
+                x = block(x, rotation, value_embedding)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if self.config.padded_vocab_size != self.config.vocab_size:
             # padding rows are no tokens: never sampled, no share of the softmax
@@ -474,6 +536,7 @@ class GPT(nn.Module):
     def disable_kv_cache(self) -> None:
         for block in self.blocks:
             block.attn.kv_cache = None
+        self.smear_previous = None
 
     def param_group_names(self) -> dict[str, str]:
         """The optimizer group of each parameter, by name: "hidden", the matrices inside

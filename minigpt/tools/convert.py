@@ -81,10 +81,12 @@ def hf_architecture(config: GPTConfig) -> str:
     """The transformers model type that computes what config describes, or a ValueError
     naming the supported sets."""
     c = config
-    if c.qk_norm or c.logit_softcap:
+    extras = ("qk_norm", "logit_softcap", "value_embeddings", "smear", "x0_skip")
+    if any(getattr(c, name) for name in extras):
         raise ValueError(
-            f"no transformers architecture computes qk_norm={c.qk_norm}, "
-            f"logit_softcap={c.logit_softcap}: export a model trained without them"
+            "no transformers architecture computes "
+            + ", ".join(f"{name}={getattr(c, name)}" for name in extras)
+            + ": export a model trained without them"
         )
     if c.norm_placement == "pre" and c.norm == "layernorm" and c.activation in HF_ACTIVATION:
         if c.pos_encoding == "learned":

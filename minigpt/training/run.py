@@ -295,6 +295,12 @@ ADDED_OPTIONS = {
     "global_batch_tokens": None,
     "model.vocab_multiple": 1,
     "flops_budget": None,
+    "optimizer.ns_method": "jordan",
+    "optimizer.momentum_warmup_steps": 0,
+    "optimizer.momentum_start": 0.85,
+    "model.value_embeddings": False,
+    "model.smear": False,
+    "model.x0_skip": False,
 }
 
 
