@@ -79,6 +79,20 @@ def test_converted_gpt_matches_pytorch_logits_loss_and_every_gradient(name):
     assert result.grad_error < GRAD_TOLERANCE
 
 
+@pytest.mark.parametrize(
+    "option",
+    [dict(pos_encoding="rope"), dict(qk_norm=True), dict(value_embeddings=True), dict(smear=True)],
+)
+def test_a_gpt_option_without_a_numpy_version_is_refused(option):
+    from minigpt.core.model import GPT, GPTConfig
+
+    shape = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    model = GPT(GPTConfig(**(shape | option)))
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=f"{name}=.* has no NumPy version"):
+        LanguageModel.from_gpt(model.state_dict(), model.config.to_dict())
+
+
 def test_the_checker_catches_a_wrong_backward_pass():
     class LeakyWrongReLU(ReLU):
         def backward(self, dy):

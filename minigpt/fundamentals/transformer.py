@@ -198,6 +198,9 @@ class LanguageModel(Layer):
                 raise ValueError(
                     f"{key}={config[key]!r} has no NumPy version; use one of {allowed}"
                 )
+        for key in ("qk_norm", "logit_softcap", "value_embeddings", "smear", "x0_skip"):
+            if config.get(key):
+                raise ValueError(f"{key}={config[key]!r} has no NumPy version; leave it off")
         model = cls(
             config["vocab_size"],
             config["block_size"],
