@@ -593,17 +593,16 @@ def main() -> None:
 
     session = Session(args)
     big = 4 if args.smoke else 32
-    muon = MUON
     machine(session)
     nanogpt_throughput(session, "throughput/nanogpt")
     our_throughput(session, "throughput/ours", batch=12)
-    our_throughput(session, "throughput/ours-muon", batch=12, extra=muon)
+    our_throughput(session, "throughput/ours-muon", batch=12, extra=MUON)
     nanogpt_quality(session, "quality/nanogpt")
     our_quality(session, "quality/speedrun", ["compile=true"], experiment="speedrun_gpu")
     startup(session)
     gpu_tests(session)
     our_throughput(session, "throughput/ours-b32", batch=big)
-    our_throughput(session, "throughput/ours-muon-b32", batch=big, extra=muon)
+    our_throughput(session, "throughput/ours-muon-b32", batch=big, extra=MUON)
     if not args.smoke:
         overhead = ["compile=true", "compile_mode=reduce-overhead"]
         our_quality(session, "quality/speedrun-reduce-overhead", overhead, "speedrun_gpu")
@@ -615,7 +614,7 @@ def main() -> None:
     for strategy in ("auto", "ddp", "fsdp"):
         chosen = [] if strategy == "auto" else [f"trainer={strategy}", "trainer.devices=1"]
         our_throughput(
-            session, f"throughput/{strategy}1-muon", 12, extra=[*chosen, *muon, "compile=false"]
+            session, f"throughput/{strategy}1-muon", 12, extra=[*chosen, *MUON, "compile=false"]
         )
         our_throughput(session, f"throughput/{strategy}1-adamw", 12, extra=[*chosen, *adamw])
     archive_runs(session)

@@ -310,6 +310,11 @@ class Smear(nn.Module):
 
 # ---------------------------------------------------------------------------- config
 
+# options beyond GPT-2's, GPT-NeoX's and LLaMA's computation: a model with any of them on
+# has no transformers architecture (minigpt.tools.convert) and no NumPy version
+# (minigpt.fundamentals)
+BEYOND_STANDARD = ("qk_norm", "logit_softcap", "value_embeddings", "smear", "x0_skip")
+
 
 @dataclass
 class GPTConfig:
@@ -455,9 +460,13 @@ class GPT(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         if embeddings:
             return total
-        tables = [self.wte.weight] + list(getattr(self.positions, "wpe", nn.Module()).parameters())
-        tables += list(getattr(self, "value_embeddings", nn.Module()).parameters())
-        return total - sum(t.numel() for t in tables)
+        return total - self.wte.weight.numel() - self._lookup_only_parameters()
+
+    def _lookup_only_parameters(self) -> int:
+        """The entries of the tables that are only looked up, never multiplied: learned
+        positions and value embeddings (not the token embedding, the tied head's matrix)."""
+        tables = [getattr(self.positions, "wpe", None), getattr(self, "value_embeddings", None)]
+        return sum(p.numel() for table in tables if table is not None for p in table.parameters())
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward and backward) at full context: 6 N for the
@@ -466,10 +475,7 @@ class GPT(nn.Module):
         multiplied (position and value embeddings; the token embedding when the head is
         untied), are not in N; a tied token embedding is, once, as the head."""
         c = self.config
-        n = self.num_parameters()
-        if isinstance(self.positions, LearnedPositions):
-            n -= self.positions.wpe.weight.numel()
-        n -= sum(p.numel() for p in getattr(self, "value_embeddings", nn.Module()).parameters())
+        n = self.num_parameters() - self._lookup_only_parameters()
         if not c.tie_weights:
             n -= self.wte.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * c.block_size

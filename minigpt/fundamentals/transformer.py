@@ -187,20 +187,22 @@ class LanguageModel(Layer):
         """The NumPy model with the weights of a minigpt.core.model.GPT: `state_dict` from
         `gpt.state_dict()` (tensors or arrays), `config` from `gpt.config.to_dict()`.
         PyTorch's Linear stores W as (C_out, C_in); here it is (C_in, C_out)."""
-        supported = {
+        supported = {  # the first value: what a config saved before the option had
             "pos_encoding": ("sinusoidal", "learned"),
             "norm": ("layernorm",),
             "activation": ("relu", "gelu"),
             "attention": ("sdpa", "explicit"),
+            # minigpt.core.model.BEYOND_STANDARD, off (named here: this module needs no torch)
+            "qk_norm": (False,),
+            "logit_softcap": (0.0,),
+            "value_embeddings": (False,),
+            "smear": (False,),
+            "x0_skip": (False,),
         }
         for key, allowed in supported.items():
-            if config[key] not in allowed:
-                raise ValueError(
-                    f"{key}={config[key]!r} has no NumPy version; use one of {allowed}"
-                )
-        for key in ("qk_norm", "logit_softcap", "value_embeddings", "smear", "x0_skip"):
-            if config.get(key):
-                raise ValueError(f"{key}={config[key]!r} has no NumPy version; leave it off")
+            value = config.get(key, allowed[0])
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} has no NumPy version; use one of {allowed}")
         model = cls(
             config["vocab_size"],
             config["block_size"],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.core.model import GPT, GPTConfig
+from minigpt.core.model import BEYOND_STANDARD, GPT, GPTConfig
 from minigpt.core.tokenizers import (
     END_OF_TEXT,
     CharTokenizer,
@@ -81,11 +81,10 @@ def hf_architecture(config: GPTConfig) -> str:
     """The transformers model type that computes what config describes, or a ValueError
     naming the supported sets."""
     c = config
-    extras = ("qk_norm", "logit_softcap", "value_embeddings", "smear", "x0_skip")
-    if any(getattr(c, name) for name in extras):
+    if any(getattr(c, name) for name in BEYOND_STANDARD):
         raise ValueError(
             "no transformers architecture computes "
-            + ", ".join(f"{name}={getattr(c, name)}" for name in extras)
+            + ", ".join(f"{name}={getattr(c, name)}" for name in BEYOND_STANDARD)
             + ": export a model trained without them"
         )
     if c.norm_placement == "pre" and c.norm == "layernorm" and c.activation in HF_ACTIVATION:
