@@ -3,6 +3,7 @@ configuration (2000 steps, nanoGPT's own train.py), and what each ingredient is 
 
     python benchmarks/speedrun_cpu.py --nanogpt path/to/nanoGPT [--data tinyshakespeare.txt]
         [--seeds 3] [--ablations] [--plot docs/images/speedrun_cpu.png]
+        [--before path/to/an/earlier/minigpt/checkout]
     python benchmarks/speedrun_cpu.py --nanogpt ... --ablations --target 1.8974 --budget 40.5
 
 The race: for each seed (1337, 1338, ...) both programs train once, alternating which goes
@@ -10,10 +11,13 @@ first; wall time is the whole process (start-up, training, its evaluations, chec
 medians over the seeds. Both are then scored by one yardstick, outside the timing: the final
 weights on every non-overlapping window of the validation split (the last 10% of the text),
 in float32. Goal: minigpt's mean over seeds <= nanoGPT's, in <= 0.12x its wall time
-(stretch 0.10; the first round's goal was 0.5).
+(stretch 0.10; the first round's goal was 0.5). With --before, an earlier checkout's
+`train.py experiment=speedrun_cpu` (its own recipe) runs in the same rounds, after ours:
+the same hour's figures for what changed since.
 
 --ablations: the recipe, then the recipe minus each ingredient (and plus each one tried and
-left out), each for every seed, validating on the whole split every 25 steps. Their clock
+left out), each for every seed, validating on the whole split about every 25 steps and at
+the last (`validation_interval`). Their clock
 is training time: seconds since launch less the seconds spent validating. For each: the
 time to reach the target (nanoGPT's mean full-split loss, interpolated between
 validations), the loss at the time budget (half nanoGPT's median wall time; the final loss
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,11 +82,20 @@ ABLATIONS = {
         "model.smear=false",
         "model.x0_skip=false",
     ],
-    "- the three shortcuts, 250 steps (the recipe before)": [
+    "- the three shortcuts, 250 steps (the first round's recipe)": [
         "model.value_embeddings=false",
         "model.smear=false",
         "model.x0_skip=false",
         "trainer.max_steps=250",
+        "optimizer.momentum=0.95",
+        "optimizer.ns_gram=false",
+    ],
+    "- Gram-space Newton-Schulz (the direct iteration)": ["optimizer.ns_gram=false"],
+    "Muon momentum 0.95 (the default)": ["optimizer.momentum=0.95"],
+    "the second round's recipe (momentum 0.95, 175 steps, direct iteration)": [
+        "optimizer.momentum=0.95",
+        "trainer.max_steps=175",
+        "optimizer.ns_gram=false",
     ],
     "+ ReLU²": ["model.activation=relu2"],
     "+ untied head": ["model.tie_weights=false"],
@@ -94,10 +108,12 @@ ABLATIONS = {
 }
 
 
-def run_minigpt(data: Path, work: Path, seed: int, overrides: list[str]) -> dict:
-    """One `train.py experiment=speedrun_cpu` process: wall time, the validations it made
-    (seconds since launch at their start and end, step, val/loss, seconds spent validating
-    before them) and the full-split loss of its final weights."""
+def run_minigpt(
+    data: Path, work: Path, seed: int, overrides: list[str], checkout: Path = ROOT
+) -> dict:
+    """One `train.py experiment=speedrun_cpu` process (of checkout): wall time, the
+    validations it made (seconds since launch at their start and end, step, val/loss,
+    seconds spent validating before them) and the full-split loss of its final weights."""
     out, clock = work / "run", work / "clock.jsonl"
     args = [
         "experiment=speedrun_cpu",
@@ -111,7 +127,7 @@ def run_minigpt(data: Path, work: Path, seed: int, overrides: list[str]) -> dict
         *overrides,
     ]
     launch = time.time()
-    wall, returncode, lines = run_timed([sys.executable, str(ROOT / "train.py"), *args], work)
+    wall, returncode, lines = run_timed([sys.executable, str(checkout / "train.py"), *args], work)
     if returncode:
         sys.exit("minigpt failed:\n" + "\n".join(line for _, line in lines[-40:]))
     validations, validating = [], 0.0
@@ -156,8 +172,8 @@ def loss_at(curve: list[tuple[float, float]], seconds: float, final: float) -> f
     return curve[0][1]  # before the first validation: no better estimate
 
 
-def race(args, data: Path) -> tuple[list[dict], list[dict]]:
-    nanos, minis = [], []
+def race(args, data: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    nanos, minis, befores = [], [], []
     for i in range(args.seeds):
         seed = SEED + i
         with tempfile.TemporaryDirectory() as tmp:
@@ -169,25 +185,50 @@ def race(args, data: Path) -> tuple[list[dict], list[dict]]:
                     nanos.append(run_nanogpt(args.nanogpt, data, 2000, nano_dir, seed))
                 else:
                     minis.append(run_minigpt(data, mini_dir, seed, []))
+            before = ""
+            if args.before:
+                before_dir = Path(tmp, "before")
+                before_dir.mkdir()
+                befores.append(run_minigpt(data, before_dir, seed, [], args.before))
+                before = (
+                    f"; before {befores[-1]['wall_s']:.1f} s, full val "
+                    f"{befores[-1]['full_val_loss']:.4f}"
+                )
             print(
                 f"seed {seed}: nanoGPT {nanos[-1]['wall_s']:.1f} s, full val "
                 f"{nanos[-1]['full_val_loss']:.4f}; minigpt {minis[-1]['wall_s']:.1f} s, "
-                f"full val {minis[-1]['full_val_loss']:.4f}",
+                f"full val {minis[-1]['full_val_loss']:.4f}{before}",
                 flush=True,
             )
-    return nanos, minis
+    return nanos, minis, befores
+
+
+def validation_interval(overrides: list[str], about: int = 25) -> int:
+    """The divisor of a row's steps nearest to `about` (the smaller of two as near): its
+    validations, that many steps apart, end with one at its last step."""
+    steps = OmegaConf.load(ROOT / "conf/experiment/speedrun_cpu.yaml").trainer.max_steps
+    for override in overrides:
+        if override.startswith("trainer.max_steps="):
+            steps = int(override.split("=", 1)[1])
+    divisors = [d for d in range(1, steps + 1) if steps % d == 0]
+    return min(divisors, key=lambda d: (abs(d - about), d))
 
 
 def ablations(args, data: Path, target: float, budget: float) -> dict:
     """Every row for the first seed, then every row for the next: a machine that speeds up
-    or slows down during the hour does so for every row alike."""
-    full_split = ["trainer.val_check_interval=25", "trainer.limit_val_batches=1.0"]
+    or slows down during the hour does so for every row alike. Each row validates on the
+    whole split about every 25 steps, and at its last step."""
     names = [name for name in ABLATIONS if not args.only or name in args.only]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for i in range(args.seeds):
         for name in names:
+            overrides = ABLATIONS[name]
+            full_split = [
+                f"trainer.val_check_interval={validation_interval(overrides)}",
+                "trainer.limit_val_batches=1.0",
+            ]
             with tempfile.TemporaryDirectory() as tmp:
-                run = run_minigpt(data, Path(tmp), SEED + i, full_split + ABLATIONS[name])
+                run = run_minigpt(data, Path(tmp), SEED + i, full_split + overrides)
             runs[name].append(run)
             print(f"seed {SEED + i} {name}: {run['full_val_loss']:.4f}", flush=True)
     rows = {}
@@ -263,11 +304,16 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", choices=list(ABLATIONS), help="these ablation rows alone"
     )
+    parser.add_argument("--before", type=Path, help="an earlier checkout, raced alongside")
     args = parser.parse_args()
     check_inputs(args.nanogpt, args.data)
     if args.seeds < 1:
         sys.exit(f"error: --seeds={args.seeds} must be >= 1")
     args.nanogpt = args.nanogpt.resolve()
+    if args.before is not None:
+        if not (args.before / "train.py").is_file():
+            sys.exit(f"error: --before={args.before} is not a minigpt checkout (no train.py)")
+        args.before = args.before.resolve()
     data = args.data.resolve()
     if (args.target is None) != (args.budget is None):
         sys.exit("error: give both --target and --budget (ablations without a race), or neither")
@@ -276,7 +322,7 @@ def main() -> None:
         rows = ablations(args, data, args.target, args.budget)
         print(json.dumps({"target": args.target, "budget_s": args.budget, "ablations": rows}))
         return
-    nanos, minis = race(args, data)
+    nanos, minis, befores = race(args, data)
     nano_wall = statistics.median(r["wall_s"] for r in nanos)
     mini_wall = statistics.median(r["wall_s"] for r in minis)
     target = statistics.mean(r["full_val_loss"] for r in nanos)
@@ -291,6 +337,11 @@ def main() -> None:
         "minigpt_full_val_loss": [round(r["full_val_loss"], 4) for r in minis],
         "wall_ratio": round(mini_wall / nano_wall, 3),
     }
+    if befores:
+        before_wall = statistics.median(r["wall_s"] for r in befores)
+        result["before_wall_s"] = [round(r["wall_s"], 2) for r in befores]
+        result["before_full_val_loss"] = [round(r["full_val_loss"], 4) for r in befores]
+        result["before_wall_ratio"] = round(before_wall / nano_wall, 3)
     mini_loss = statistics.mean(r["full_val_loss"] for r in minis)
     print(f"\nrace over {args.seeds} seeds{'':14}{'nanoGPT':>10}{'minigpt':>10}")
     print(f"{'median wall s (whole process)':38}{nano_wall:>10.1f}{mini_wall:>10.1f}")
@@ -299,6 +350,13 @@ def main() -> None:
         f"wall ratio minigpt/nanoGPT {mini_wall / nano_wall:.3f} (goal <= 0.12, stretch <= 0.10); "
         f"loss {'<=' if mini_loss <= target else '>'} nanoGPT's"
     )
+    if befores:
+        before_loss = statistics.mean(r["full_val_loss"] for r in befores)
+        print(
+            f"before ({args.before.name}): median wall {before_wall:.1f} s, ratio "
+            f"{before_wall / nano_wall:.3f}, mean full-split val loss {before_loss:.4f}; "
+            f"now/before wall {mini_wall / before_wall:.3f}"
+        )
     if args.plot:
         plot(nanos, minis, target, args.plot)
     if args.ablations:

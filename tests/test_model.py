@@ -217,6 +217,48 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm)
     assert torch.allclose(before, after, atol=1e-5) == qk_norm
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_attention_computes_its_formula_head_by_head(attention, qk_norm):
+    """softmax(q k^T / sqrt(hs), causal) v per head, q and k unit-RMS (qk_norm) and rotated
+    (rope: channel i with i + hs/2 by the angle t / base^(2i/hs)), then c_proj; written
+    out with loops here."""
+    from minigpt.core.model import CausalSelfAttention, RotaryPositions
+
+    torch.manual_seed(0)
+    config = tiny_config(n_embd=8, n_head=2, qk_norm=qk_norm, attention=attention)
+    attn = CausalSelfAttention(config).eval()
+    x = torch.randn(2, 6, 8)
+    with torch.no_grad():
+        y = attn(x, RotaryPositions(config).rotation(0, 6))
+        q, k, v = attn.c_attn(x).split(8, dim=2)
+    hs, half, expected = 4, 2, torch.zeros(2, 6, 8)
+
+    def prepared(vector, t):  # normalized, then rotated by position t
+        if qk_norm:
+            vector = vector / vector.pow(2).mean().add(torch.finfo(vector.dtype).eps).sqrt()
+        out = vector.clone()
+        for i in range(half):
+            angle = t / config.rope_base ** (2 * i / hs)
+            a, b = vector[i], vector[i + half]
+            out[i], out[i + half] = (
+                a * math.cos(angle) - b * math.sin(angle),
+                (b * math.cos(angle) + a * math.sin(angle)),
+            )
+        return out
+
+    for b in range(2):
+        for h in range(2):
+            heads = slice(h * hs, (h + 1) * hs)
+            for t in range(6):
+                query = prepared(q[b, t, heads], t)
+                scores = torch.stack(
+                    [query @ prepared(k[b, s, heads], s) / math.sqrt(hs) for s in range(t + 1)]
+                )
+                expected[b, t, heads] = torch.softmax(scores, 0) @ v[b, : t + 1, heads]
+    torch.testing.assert_close(y, attn.c_proj(expected), rtol=1e-4, atol=1e-5)
+
+
 def test_input_longer_than_block_size_is_rejected():
     with pytest.raises(ValueError, match="positions up to 17 exceed block_size=16"):
         GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))

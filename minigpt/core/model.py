@@ -8,6 +8,7 @@ Shapes: B batch, T time, C channels (n_embd), nh heads, hs head size (C // nh), 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -93,7 +94,7 @@ class RotaryPositions(Positions):
 
 
 def rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """x (B, nh, T, hs) rotated by RotaryPositions.rotation's (cos, sin) tables."""
+    """x (..., T, hs) rotated by RotaryPositions.rotation's (cos, sin) tables."""
     cos, sin = (table.to(x.dtype) for table in rotation)
     x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
@@ -135,6 +136,15 @@ def causal_mask(T: int, S: int, device) -> torch.Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
+@functools.lru_cache(maxsize=16)
+def causal_bias(T: int, S: int, device, dtype) -> torch.Tensor:
+    """(T, S) 0 where `causal_mask` allows, -inf elsewhere: added to the attention scores.
+    Made once per shape, device and dtype (the written-out attention's mask costs nothing
+    then: baddbmm starts its sum from it)."""
+    bias = torch.zeros(T, S, dtype=dtype, device=device)
+    return bias.masked_fill(~causal_mask(T, S, device), float("-inf"))
+
+
 class CausalSelfAttention(nn.Module):
     """Masked multi-head self-attention: position t attends to positions <= t."""
 
@@ -165,23 +175,31 @@ class CausalSelfAttention(nn.Module):
         the values (`value_embeddings`), or None."""
         B, T, C = x.size()
         hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)
+        # queries and keys as one tensor (2, B, nh, T, hs): normalized and rotated together
+        qk = qkv[:, :, :2].permute(2, 0, 3, 1, 4)
+        v = qkv[:, :, 2]  # (B, T, nh, hs)
         if value_embedding is not None:
-            v = self.value_mix[0] * v + self.value_mix[1] * value_embedding
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+            mixed = self.value_mix[1] * value_embedding.view(B, T, self.n_head, hs)
+            v = self.value_mix[0] * v + mixed
+        v = v.transpose(1, 2)  # (B, nh, T, hs)
         if self.qk_norm:  # unit-RMS queries and keys: attention logits stay bounded
-            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
+            qk = F.rms_norm(qk, (hs,))
         if rotation is not None:
-            q, k = rotate(q, rotation), rotate(k, rotation)
+            qk = rotate(qk, rotation)
+        q, k = qk.unbind(0)  # (B, nh, T, hs) each
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(k, v)  # (B, nh, S, hs): every position so far
         S = k.size(2)
         if self.explicit or self.keep_weights:
-            # softmax(Q K^T / sqrt(hs) + mask) V, written out
-            scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, S)
-            scores = scores.masked_fill(~causal_mask(T, S, x.device), float("-inf"))
+            # softmax(Q K^T / sqrt(hs) + mask) V, written out; the mask, 0 or -inf, is
+            # where baddbmm's sum starts (one operation for the product, scale and mask)
+            scores = torch.baddbmm(
+                causal_bias(T, S, x.device, q.dtype),
+                q.flatten(0, 1),  # (B * nh, T, hs)
+                k.flatten(0, 1).transpose(1, 2),  # (B * nh, hs, S)
+                alpha=1 / math.sqrt(hs),
+            ).view(B, self.n_head, T, S)
             weights = F.softmax(scores, dim=-1)  # (B, nh, T, S)
             if self.keep_weights:
                 self.weights = weights.detach()

@@ -51,12 +51,16 @@ POLAR_EXPRESS_SAFETY = 1.02
 NS_METHODS = ("jordan", "polar_express")
 
 
-def newton_schulz(update: torch.Tensor, coefficients, steps: int, eps: float, dtype):
+def newton_schulz(
+    update: torch.Tensor, coefficients, steps: int, eps: float, dtype, gram_space=False
+):
     """torch.optim.Muon's orthogonalization (Jordan's quintic Newton-Schulz iteration, the
     same operations in the same order) computed in `dtype`: torch's is bfloat16, fast on
     GPUs; float32 is faster on CPUs without bfloat16 matrix units (25x here).
     coefficients: one (a, b, c) for every step, or POLAR_EXPRESS (a quintic per step, the
-    first `steps` of them, the input's norm taken 1.02 times)."""
+    first `steps` of them, the input's norm taken 1.02 times). gram_space: the same iteration
+    computed in the short side's Gram space (`gram_newton_schulz`) where that is cheaper
+    (`gram_space_pays`), in float32 or float64 only; in bfloat16 the direct one."""
     per_step = coefficients is POLAR_EXPRESS
     x = update.to(dtype)
     tall = update.size(0) > update.size(1)
@@ -64,11 +68,38 @@ def newton_schulz(update: torch.Tensor, coefficients, steps: int, eps: float, dt
         x = x.T
     norm = x.norm() * POLAR_EXPRESS_SAFETY if per_step else x.norm()
     x = x.div(norm.clamp(min=eps))
-    for step in range(steps):
-        a, b, c = coefficients[step] if per_step else coefficients
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    each_step = coefficients[:steps] if per_step else [coefficients] * steps
+    if gram_space and dtype in (torch.float32, torch.float64) and gram_space_pays(x.shape, steps):
+        x = gram_newton_schulz(x, each_step)
+    else:
+        for a, b, c in each_step:
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.T if tall else x
+
+
+def gram_space_pays(shape, steps: int) -> bool:
+    """Whether `gram_newton_schulz` multiplies less than the direct iteration on a short x
+    long matrix: 2 short^2 long + (4 steps - 3) short^3 against steps short^2 (2 long +
+    short) multiply-adds, fewer when long > 1.5 short (and more than one step)."""
+    short, long = sorted(shape[:2])
+    return steps > 1 and 2 * long > 3 * short
+
+
+def gram_newton_schulz(x: torch.Tensor, each_step) -> torch.Tensor:
+    """The quintic iteration X <- a X + (b A + c A^2) X, A = X X^T, on a wide X (short x
+    long), computed on short x short matrices: every X_k is M_k X_0, so with A_0 = X_0 X_0^T,
+    A_k = M_k A_0 M_k^T and M_{k+1} = (a I + b A_k + c A_k^2) M_k; X_0 is multiplied twice,
+    for A_0 and for the result. The same polynomial of X_0, rounded differently."""
+    start = x @ x.T  # A_0
+    gram, m = start, None
+    for step, (a, b, c) in enumerate(each_step):
+        polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        polynomial.diagonal().add_(a)
+        m = polynomial if m is None else polynomial @ m
+        if step + 1 < len(each_step):
+            gram = m @ start @ m.T
+    return m @ x
 
 
 def iteration_cost(shape) -> int:
@@ -114,8 +145,9 @@ class DistributedMuon(Muon):
     float32, `newton_schulz_dtype`). ns_method: "jordan" (torch's coefficients, the same
     every step) or "polar_express" (`POLAR_EXPRESS`, at most 5 steps).
     momentum_warmup_steps: the momentum rises linearly from momentum_start to `momentum`
-    over this many steps (modded-nanogpt: 0.85 to 0.95 over 300); 0, none. The other
-    arguments are torch's Muon's."""
+    over this many steps (modded-nanogpt: 0.85 to 0.95 over 300); 0, none. ns_gram: the
+    iteration computed in the Gram space where that multiplies less (`gram_newton_schulz`;
+    float32 only, the same result up to rounding). The other arguments are torch's Muon's."""
 
     def __init__(
         self,
@@ -124,6 +156,7 @@ class DistributedMuon(Muon):
         ns_method: str = "jordan",
         momentum_warmup_steps: int = 0,
         momentum_start: float = 0.85,
+        ns_gram: bool = False,
         **kwargs,
     ):
         if ns_dtype not in (*NS_DTYPES, "auto"):
@@ -149,11 +182,14 @@ class DistributedMuon(Muon):
             )
         if not 0.0 <= momentum_start < 1.0:
             raise ValueError(f"optimizer.momentum_start={momentum_start!r} must be in [0, 1)")
+        if not isinstance(ns_gram, bool):
+            raise ValueError(f"optimizer.ns_gram={ns_gram!r} must be true or false")
         super().__init__(params, **kwargs)
         self.ns_dtype = ns_dtype
         self.ns_method = ns_method
         self.momentum_warmup_steps = momentum_warmup_steps
         self.momentum_start = momentum_start
+        self.ns_gram = ns_gram
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -193,7 +229,7 @@ class DistributedMuon(Muon):
             coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
             if self.ns_method == "polar_express":
                 coefficients = POLAR_EXPRESS
-            return newton_schulz(update, coefficients, steps, eps, dtype)
+            return newton_schulz(update, coefficients, steps, eps, dtype, self.ns_gram)
 
         sharded = [isinstance(p, DTensor) for p in params]
         if any(sharded) and not all(sharded):
@@ -276,7 +312,7 @@ class MuonWithAdamW(Optimizer):
     others. The groups are the two optimizers' own dicts, so a schedule that sets each
     group's lr (from its own base lr) drives both; state and checkpoints are one optimizer's.
 
-    lr, momentum, nesterov, ns_steps, ns_dtype, ns_method, momentum_warmup_steps,
+    lr, momentum, nesterov, ns_steps, ns_dtype, ns_method, ns_gram, momentum_warmup_steps,
     momentum_start, muon_weight_decay, adjust_lr_fn: Muon's (`DistributedMuon`; its lr is
     scaled per matrix by adjust_lr_fn, torch's "original": sqrt(max(1, rows / cols))).
     adamw_lr, betas, eps, weight_decay, fused: AdamW's, for the other groups.
@@ -291,6 +327,7 @@ class MuonWithAdamW(Optimizer):
         ns_steps: int = 5,
         ns_dtype: str = "bfloat16",
         ns_method: str = "jordan",
+        ns_gram: bool = False,
         momentum_warmup_steps: int = 0,
         momentum_start: float = 0.85,
         muon_weight_decay: float = 0.0,
@@ -323,6 +360,7 @@ class MuonWithAdamW(Optimizer):
             ns_steps=ns_steps,
             ns_dtype=ns_dtype,
             ns_method=ns_method,
+            ns_gram=ns_gram,
             momentum_warmup_steps=momentum_warmup_steps,
             momentum_start=momentum_start,
             adjust_lr_fn=adjust_lr_fn,

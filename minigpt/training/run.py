@@ -296,6 +296,7 @@ ADDED_OPTIONS = {
     "model.vocab_multiple": 1,
     "flops_budget": None,
     "optimizer.ns_method": "jordan",
+    "optimizer.ns_gram": False,
     "optimizer.momentum_warmup_steps": 0,
     "optimizer.momentum_start": 0.85,
     "model.value_embeddings": False,
