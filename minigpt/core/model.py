@@ -96,7 +96,7 @@ class RotaryPositions(Positions):
 def rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x (..., T, hs) rotated by RotaryPositions.rotation's (cos, sin) tables."""
     cos, sin = (table.to(x.dtype) for table in rotation)
-    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
