@@ -68,7 +68,7 @@ def main() -> None:
     before, before_optimizer, _ = setup(args.before, "before", args.experiment, now.state_dict())
     generator = torch.Generator().manual_seed(0)
     shape = (cfg.data.batch_size, cfg.model.block_size)
-    x, y = torch.randint(0, 65, shape, generator=generator), torch.randint(0, 65, shape)
+    x, y = (torch.randint(0, 65, shape, generator=generator) for _ in range(2))
 
     def forward_backward(model) -> float:
         start = time.perf_counter()

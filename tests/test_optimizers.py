@@ -237,33 +237,43 @@ def test_polar_express_applies_its_quintic_of_each_step_to_every_singular_value(
         torch.testing.assert_close(result, expected * q[:, :4])
 
 
+@pytest.fixture
+def gram_calls(monkeypatch) -> list[tuple[tuple[int, int], int]]:
+    """(shape, steps) of each call of the Gram-space iteration, as it happens."""
+    from minigpt.training import optimizers
+
+    calls = []
+    original = optimizers.gram_newton_schulz
+
+    def spy(x, each_step):
+        calls.append((tuple(x.shape), len(each_step)))
+        return original(x, each_step)
+
+    monkeypatch.setattr(optimizers, "gram_newton_schulz", spy)
+    return calls
+
+
 @pytest.mark.parametrize("method", ["jordan", "polar_express"])
 @pytest.mark.parametrize("shape", [(16, 64), (64, 16), (20, 48)])
-def test_the_gram_space_iteration_is_the_direct_one(method, shape, monkeypatch):
+def test_the_gram_space_iteration_is_the_direct_one(method, shape, gram_calls):
     """X_k = M_k X_0 computed on short x short matrices: in float64 the direct iteration's
     result to 1e-12, for every number of steps; in float32 within 1e-3 of it (the Gram
     matrix squares the singular values' spread: measured 2e-4 to 6e-4 here, the direct
     iteration 3e-6 to 6e-6, and 1e-2 in bfloat16); in bfloat16 left to the direct one."""
-    from minigpt.training import optimizers
     from minigpt.training.optimizers import POLAR_EXPRESS, newton_schulz
 
-    calls = []
-    original = optimizers.gram_newton_schulz
-    monkeypatch.setattr(
-        optimizers, "gram_newton_schulz", lambda x, s: calls.append(len(s)) or original(x, s)
-    )
     coefficients = POLAR_EXPRESS if method == "polar_express" else (3.4445, -4.7750, 2.0315)
     update = spread_update(shape).double()
     for steps in (2, 3, 5):
         direct = newton_schulz(update, coefficients, steps, 1e-7, torch.float64)
         gram = newton_schulz(update, coefficients, steps, 1e-7, torch.float64, True)
         torch.testing.assert_close(gram, direct, rtol=0, atol=1e-12)
-    assert calls == [2, 3, 5]
+    assert [steps for _, steps in gram_calls] == [2, 3, 5]
     gram32 = newton_schulz(update, coefficients, 5, 1e-7, torch.float32, True)
     assert (gram32 - direct).norm() < 1e-3 * direct.norm()
     direct = newton_schulz(update, coefficients, 5, 1e-7, torch.bfloat16)
     assert torch.equal(newton_schulz(update, coefficients, 5, 1e-7, torch.bfloat16, True), direct)
-    assert calls == [2, 3, 5, 5]
+    assert [steps for _, steps in gram_calls] == [2, 3, 5, 5]
 
 
 def test_the_gram_space_is_taken_where_it_multiplies_less():
@@ -278,17 +288,8 @@ def test_the_gram_space_is_taken_where_it_multiplies_less():
 
 
 def test_muon_in_the_gram_space_steps_as_the_direct_one_and_bad_values_are_refused(
-    monkeypatch,
+    gram_calls,
 ):
-    from minigpt.training import optimizers
-
-    shapes = []  # the matrices the Gram space is taken for
-    original = optimizers.gram_newton_schulz
-    monkeypatch.setattr(
-        optimizers,
-        "gram_newton_schulz",
-        lambda x, s: shapes.append(tuple(x.shape)) or original(x, s),
-    )
     direct, gram = tiny_model(), tiny_model()
     for model, ns_gram in ((direct, False), (gram, True)):
         # 8 x 32 matrices (the MLP's) are 4x as long as wide
@@ -298,6 +299,7 @@ def test_muon_in_the_gram_space_steps_as_the_direct_one_and_bad_values_are_refus
         train(model, [optimizer], steps=3)
     # each step: c_attn (24 x 8), c_fc (32 x 8), the MLP's c_proj (8 x 32) of each block;
     # never the square attention c_proj
+    shapes = [shape for shape, _ in gram_calls]  # the matrices the Gram space is taken for
     assert sorted(set(shapes)) == [(8, 24), (8, 32)] and len(shapes) == 3 * 2 * 3
     assert not torch.equal(direct.blocks[0].mlp.c_fc.weight, gram.blocks[0].mlp.c_fc.weight)
     for (name, a), b in zip(direct.named_parameters(), gram.parameters(), strict=True):
