@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--experiment", default="speedrun_cpu")
     args = parser.parse_args()
+    args.before = args.before.resolve()  # Hydra composes from absolute directories only
     if not (args.before / "minigpt/core/model.py").is_file():
         sys.exit(f"error: {args.before} is not a minigpt checkout (no minigpt/core/model.py)")
     now, now_optimizer, cfg = setup(ROOT, "now", args.experiment, None)
