@@ -3,6 +3,7 @@ tokens of the whole, parallel and single-process caches identical, BPE trained o
 sample, HF datasets read row by row, and wide vocabularies stored as uint32."""
 
 import json
+import multiprocessing
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,7 @@ import minigpt.data.stream as data_stream
 from minigpt.core.tokenizers import GPT2_PATTERN, UNKNOWN_CHAR, BPETokenizer
 from minigpt.data import TokenDataModule
 from minigpt.data.corpus import Document, text_file_splits
-from minigpt.data.encode import DocumentsPiece, sample_pieces, write_cache
+from minigpt.data.encode import DocumentsPiece, map_pieces, sample_pieces, write_cache
 from minigpt.data.stream import Part, file_pieces
 
 TRICKY = (
@@ -94,6 +95,19 @@ def test_streamed_bpe_files_match_the_in_memory_path_on_two_processes(tmp_path, 
     text = (tmp_path / "a.txt").read_text() + (tmp_path / "b.txt").read_text()
     ids = [i for s in ("train", "val") for i in streamed.tokens[s][:].tolist() if i != eot]
     assert streamed.tokenizer.decode(ids) == text
+
+
+@pytest.mark.parametrize("pieces, pools", [([], 0), (["abc"], 0), (["abc", "de", "f"], 1)])
+def test_a_pool_is_started_only_for_more_than_one_piece(monkeypatch, pieces, pools):
+    """One piece is computed in this process (a pool would run nothing beside it); more
+    are spread over the workers. Either way every piece comes back, in order, from an
+    iterator as from a list."""
+    started, get_context = [], multiprocessing.get_context
+    monkeypatch.setattr(
+        multiprocessing, "get_context", lambda method: started.append(method) or get_context(method)
+    )
+    assert list(map_pieces(len, iter(pieces), workers=2)) == [len(p) for p in pieces]
+    assert len(started) == pools
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

@@ -18,6 +18,7 @@ written, and its fingerprint hashes the data, which the cache key here avoids.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -94,11 +95,16 @@ def _worker_signals() -> None:
 
 def map_pieces(function: Callable, pieces: Iterable, workers: int, **shared) -> Iterator:
     """function(piece, **shared) for each piece, in order, computed by `workers` forked
-    processes (in this one when workers is 1), at most 2 × workers pieces in flight."""
+    processes, at most 2 × workers pieces in flight; in this process when workers is 1 or
+    there is one piece (a pool would compute nothing in parallel: forking a process that
+    holds torch and Lightning, and the pool's start and end, cost 0.1-0.2 s each time)."""
     _job.clear()
     _job.update(shared)
     try:
-        if workers <= 1:
+        pieces = iter(pieces)
+        first = list(itertools.islice(pieces, 2))
+        pieces = itertools.chain(first, pieces)
+        if workers <= 1 or len(first) < 2:
             yield from (function(piece, **shared) for piece in pieces)
             return
         with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
