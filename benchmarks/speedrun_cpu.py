@@ -12,8 +12,9 @@ medians over the seeds. Both are then scored by one yardstick, outside the timin
 weights on every non-overlapping window of the validation split (the last 10% of the text),
 in float32. Goal: minigpt's mean over seeds <= nanoGPT's, in <= 0.12x its wall time
 (stretch 0.10; the first round's goal was 0.5). With --before, an earlier checkout's
-`train.py experiment=speedrun_cpu` (its own recipe) runs in the same rounds, after ours:
-the same hour's figures for what changed since.
+`train.py experiment=speedrun_cpu` (its own recipe) runs in the same rounds: nanoGPT,
+minigpt, the earlier checkout, and the other way round in the next round; the same hour's
+figures for what changed since.
 
 --ablations: the recipe, then the recipe minus each ingredient (and plus each one tried and
 left out), each for every seed, validating on the whole split about every 25 steps and at
@@ -177,19 +178,18 @@ def race(args, data: Path) -> tuple[list[dict], list[dict], list[dict]]:
     for i in range(args.seeds):
         seed = SEED + i
         with tempfile.TemporaryDirectory() as tmp:
-            nano_dir, mini_dir = Path(tmp, "nanogpt"), Path(tmp, "minigpt")
-            nano_dir.mkdir(), mini_dir.mkdir()
-            order = ("nanogpt", "minigpt") if i % 2 == 0 else ("minigpt", "nanogpt")
-            for name in order:
+            order = ["nanogpt", "minigpt"] + (["before"] if args.before else [])
+            for name in order if i % 2 == 0 else order[::-1]:  # each goes first in turn
+                work = Path(tmp, name)
+                work.mkdir()
                 if name == "nanogpt":
-                    nanos.append(run_nanogpt(args.nanogpt, data, 2000, nano_dir, seed))
+                    nanos.append(run_nanogpt(args.nanogpt, data, 2000, work, seed))
+                elif name == "minigpt":
+                    minis.append(run_minigpt(data, work, seed, []))
                 else:
-                    minis.append(run_minigpt(data, mini_dir, seed, []))
+                    befores.append(run_minigpt(data, work, seed, [], args.before))
             before = ""
             if args.before:
-                before_dir = Path(tmp, "before")
-                before_dir.mkdir()
-                befores.append(run_minigpt(data, before_dir, seed, [], args.before))
                 before = (
                     f"; before {befores[-1]['wall_s']:.1f} s, full val "
                     f"{befores[-1]['full_val_loss']:.4f}"
