@@ -93,18 +93,24 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def pool_size(pieces: int, workers: int) -> int:
+    """The processes `map_pieces` computes `pieces` pieces on: `workers` forked ones, or this
+    one alone when there is one worker or one piece (a pool would compute nothing in
+    parallel: forking a process that holds torch and Lightning, and the pool's start and
+    end, cost 0.1-0.2 s each time)."""
+    return workers if workers > 1 and pieces > 1 else 1
+
+
 def map_pieces(function: Callable, pieces: Iterable, workers: int, **shared) -> Iterator:
-    """function(piece, **shared) for each piece, in order, computed by `workers` forked
-    processes, at most 2 × workers pieces in flight; in this process when workers is 1 or
-    there is one piece (a pool would compute nothing in parallel: forking a process that
-    holds torch and Lightning, and the pool's start and end, cost 0.1-0.2 s each time)."""
+    """function(piece, **shared) for each piece, in order, computed on `pool_size`
+    processes, at most 2 × workers pieces in flight."""
     _job.clear()
     _job.update(shared)
     try:
         pieces = iter(pieces)
-        first = list(itertools.islice(pieces, 2))
+        first = list(itertools.islice(pieces, 2))  # enough to tell one piece from more
         pieces = itertools.chain(first, pieces)
-        if workers <= 1 or len(first) < 2:
+        if pool_size(len(first), workers) == 1:
             yield from (function(piece, **shared) for piece in pieces)
             return
         with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:

@@ -57,6 +57,7 @@ from minigpt.data.encode import (
     characters,
     default_workers,
     documents_pieces,
+    pool_size,
     train_bpe,
     write_cache,
 )
@@ -271,9 +272,7 @@ class TokenDataModule(L.LightningDataModule):
                 seconds = time.perf_counter() - start
                 meta = json.loads((staging / "meta.json").read_text())
                 text_mb = sum(meta["splits"][split]["bytes"] for split in SPLITS) / 1e6
-                # a split of one piece is encoded in this process (encode.map_pieces)
-                many = any(len(source.pieces[split]) > 1 for split in SPLITS)
-                processes = self.workers if many else 1
+                processes = max(pool_size(len(source.pieces[s]), self.workers) for s in SPLITS)
                 log.info(
                     f"token cache: {text_mb:,.1f} MB of text prepared in {seconds:.1f} s "
                     f"({text_mb / seconds:,.1f} MB/s, {processes} processes) into {path}"
