@@ -179,7 +179,9 @@ def race(args, data: Path) -> tuple[list[dict], list[dict], list[dict]]:
         seed = SEED + i
         with tempfile.TemporaryDirectory() as tmp:
             order = ["nanogpt", "minigpt"] + (["before"] if args.before else [])
-            for name in order if i % 2 == 0 else order[::-1]:  # each goes first in turn
+            # reversed every other round: nanoGPT and the earlier checkout take turns going
+            # first; with --before, minigpt always runs between them
+            for name in order if i % 2 == 0 else order[::-1]:
                 work = Path(tmp, name)
                 work.mkdir()
                 if name == "nanogpt":
